@@ -1,0 +1,5 @@
+import sys
+
+from dissection.cli import main
+
+sys.exit(main())

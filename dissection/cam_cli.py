@@ -1,0 +1,8 @@
+"""Subcommands cam and localize (class activation maps)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add this module's subcommands; each sets `handler` to a function(args) -> exit code."""

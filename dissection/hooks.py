@@ -1,0 +1,55 @@
+"""Forward hooks as context managers that always remove themselves (also when the forward raises)."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from dissection.errors import LayerError
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every hookable layer name of `model`, as `named_modules()` gives them (the root excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+    modules = dict(model.named_modules())
+    if not name or name not in modules:
+        valid = layer_names(model)
+        shown = ", ".join(valid[:60]) + (f", … ({len(valid)} in all)" if len(valid) > 60 else "")
+        raise LayerError(f"unknown layer {name!r}; valid layers: {shown}")
+    return modules[name]
+
+
+@contextmanager
+def capture_outputs(
+    model: nn.Module, names: Sequence[str], *, require_4d: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the output of each named layer on every forward inside the block.
+
+    The dict is overwritten by each forward. Outputs are detached; a clone is taken so that an in-place
+    activation that follows the layer (densenet's final ReLU, `inplace=True` ReLUs) cannot change them.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name in names:
+            module = resolve_layer(model, name)
+
+            def hook(_module: nn.Module, _inputs: object, output: object, name: str = name) -> None:
+                if not isinstance(output, torch.Tensor):
+                    raise LayerError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
+                if require_4d and output.dim() != 4:
+                    raise LayerError(
+                        f"layer {name!r} outputs shape {tuple(output.shape)}; dissection needs N x C x H x W"
+                    )
+                captured[name] = output.detach().clone()
+
+            handles.append(module.register_forward_hook(hook))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,40 @@
+"""Settings come from the environment with safe defaults, and production settings pass the deploy check."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECURE_SSL", "DATABASE_URL"}}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_check_deploy_is_clean_under_production_settings() -> None:
+    result = _run(
+        ["check", "--deploy", "--fail-level", "WARNING"],
+        SECRET_KEY="x" * 20 + "production-secret-key-of-enough-length-and-variety-1234567890",
+        ALLOWED_HOSTS="unitscope.example.org",
+        DATABASE_URL="postgres://u@127.0.0.1:5432/prod",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_bad_boolean_names_the_variable() -> None:
+    result = _run(["check"], DEBUG="maybe")
+    assert result.returncode != 0
+    assert "DEBUG='maybe'" in result.stderr
+
+
+@pytest.mark.parametrize("value,expected", [("1", True), ("off", False), ("", False)])
+def test_envbool(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
+    from config.settings import envbool
+
+    monkeypatch.setenv("SOME_FLAG", value)
+    assert envbool("SOME_FLAG", False) is expected
