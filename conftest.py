@@ -8,7 +8,6 @@ import os
 import pytest
 
 os.environ.setdefault("SECURE_SSL", "0")
-os.environ.setdefault("TORCH_NUM_THREADS", "1")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
