@@ -158,9 +158,26 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
-# Celery: without CELERY_BROKER_URL the tasks run in the web process (see workers/README in README.md).
-CELERY_BROKER_URL = env("CELERY_BROKER_URL")
-CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+# Celery. Without CELERY_BROKER_URL the broker is in memory and a worker thread inside the web process
+# (`manage.py serve_demo`) runs the same tasks: fine for the demo, lost on restart, one process only.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "memory://")
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", "") or None
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {"workers.tasks.dissect_shard": {"queue": "gpu"}, "workers.tasks.cam_gallery": {"queue": "gpu"}}
+# Long GPU tasks: acknowledge only after the work is done, hand a task back when its worker dies, take one
+# task at a time, and keep an unacknowledged task invisible for longer than the longest shard.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 6 * 3600)}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# How often a shard may be delivered again after its worker died before the run fails.
+SHARD_MAX_DELIVERIES = envint("SHARD_MAX_DELIVERIES", 3)
+# Where workers keep per-run scratch (activation caches); shard results go through Django's storage.
+WORK_DIR = Path(env("WORK_DIR", str(BASE_DIR / "var" / "work")))
 
 # Crowd providers.
 MTURK_SANDBOX = envbool("MTURK_SANDBOX", True)
