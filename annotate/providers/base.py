@@ -1,0 +1,67 @@
+"""The interface every crowd provider implements.
+
+The database is the source of truth for answers; a provider only mirrors decisions (publish, approve,
+reject, bonus, block) to the outside service and says where a worker goes when they are done.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from annotate.models import Assignment, Batch, Worker
+
+
+class ProviderError(Exception):
+    """An outside crowd service refused or failed a call; the message says which call and why."""
+
+
+@dataclass
+class SyncResult:
+    """What a sync with the provider changed, for the requester's message."""
+
+    seen: int = 0
+    updated: int = 0
+    pushed: int = 0
+    unknown: list[str] = field(default_factory=list)
+
+
+class CrowdProvider:
+    """Default behaviour: a provider with no outside API (everything is recorded locally only)."""
+
+    name: ClassVar[str] = ""
+    # Whether assignment slots are handed out by the outside service (MTurk) rather than by us.
+    external_slots: ClassVar[bool] = False
+
+    def check_publishable(self, batch: Batch) -> None:
+        """Raise ProviderError naming the missing setting when `batch` cannot be published."""
+
+    def publish(self, batch: Batch) -> None:
+        """Make the batch's tasks available to workers (idempotent: a retry creates nothing twice)."""
+
+    def pause(self, batch: Batch) -> None:
+        """Stop new workers from taking tasks."""
+
+    def cancel(self, batch: Batch) -> None:
+        """Stop the batch for good."""
+
+    def approve(self, assignment: Assignment, feedback: str) -> None:
+        """Mirror an approval (pays the worker where the provider pays)."""
+
+    def reject(self, assignment: Assignment, feedback: str) -> None:
+        """Mirror a rejection; `feedback` is never empty."""
+
+    def bonus(self, assignment: Assignment, amount: Decimal, reason: str) -> None:
+        """Pay an extra `amount` for `assignment`."""
+
+    def block(self, worker: Worker, reason: str) -> None:
+        """Stop `worker` from working for this requester."""
+
+    def completion_url(self, batch: Batch) -> str | None:
+        """Where a worker goes after their last task; None = our own finished page."""
+        return None
+
+    def sync(self, batch: Batch) -> SyncResult:
+        """Reconcile assignment states with the provider."""
+        return SyncResult()
