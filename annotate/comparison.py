@@ -940,9 +940,14 @@ def summarize(
     return _jsonable(summary)
 
 
-def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A table (list of row dicts) as CSV text; columns in first-seen order, None as an empty cell."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A table (list of row dicts) as CSV text, None as an empty cell.
+
+    Columns are `columns` or the keys in first-seen order; an empty table without `columns` is "".
+    """
+    columns = list(columns) if columns is not None else list(dict.fromkeys(key for row in rows for key in row))
+    if not columns:
+        return ""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

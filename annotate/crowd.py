@@ -109,13 +109,13 @@ def _validate(units: Sequence[TrueUnit]) -> None:
 
 
 def _typed(word: str, rng: np.random.Generator) -> str:
-    """The word as a person might type it: as is, capitalized, in the plural, or with stray spaces."""
+    """The word as a person might type it: as is, capitalized, in the plural (nouns only), or with stray spaces."""
     form = int(rng.integers(4))
     if form == 1:
         return word.capitalize()
     if form == 2:
         head, _, last = word.rpartition(" ")
-        plural = getInflection(last, tag="NNS")
+        plural = getInflection(last, tag="NNS", inflect_oov=False)
         return f"{head} {plural[0]}".strip() if plural else word
     if form == 3:
         return f"  {word} "

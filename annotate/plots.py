@@ -35,6 +35,8 @@ AGREEMENT_SERIES: dict[str, str] = {
 """The summary statistics drawn as agreement bars, with their legend labels."""
 
 _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.DOTALL)
+_ID_REFERENCE = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
+"""Every id and reference to one, prefixed per plot so that several plots can share one HTML page."""
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -49,6 +51,7 @@ def _to_svg(figure: Figure, *, title: str, description: str) -> str:
     with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none"}):
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     svg = _PROLOG.sub("", buffer.getvalue(), count=1)
+    svg = _ID_REFERENCE.sub(lambda match: f"{match.group(1)}{salt}-{match.group(2)}", svg)
     title_id, desc_id = f"title-{salt}", f"desc-{salt}"
     opening_end = svg.index(">") + 1
     accessible = (

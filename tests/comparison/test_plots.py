@@ -1,0 +1,113 @@
+"""Dashboard plots: valid, accessible, inline-ready SVG for empty, one-unit and many-unit batches."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from annotate.categories import CODES
+from annotate.comparison import Answer, UnitRecord, summarize
+from annotate.plots import (
+    agreement_bars_svg,
+    confusion_heatmap_svg,
+    iou_agreement_scatter_svg,
+    summary_plots,
+)
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _parse(svg: str) -> ET.Element:
+    assert svg.startswith("<svg"), "no XML prolog, so it can be inlined in HTML"
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg"
+    assert root.get("role") == "img"
+    title = root.find(f"{SVG}title")
+    desc = root.find(f"{SVG}desc")
+    assert title is not None and desc is not None
+    assert root.get("aria-labelledby") == f"{title.get('id')} {desc.get('id')}"
+    return root
+
+
+def _texts(root: ET.Element) -> str:
+    return " ".join("".join(element.itertext()) for element in root.iter(f"{SVG}text"))
+
+
+def test_confusion_heatmap_has_title_axis_labels_and_counts() -> None:
+    matrix = np.diag([3, 1, 4, 1, 5, 9]).tolist()
+    matrix[0][2] = 2
+    root = _parse(confusion_heatmap_svg(matrix, title="conv5: human vs dissection"))
+    assert root.find(f"{SVG}title").text == "conv5: human vs dissection"
+    assert "25 units; 23 with the same category" in root.find(f"{SVG}desc").text
+    texts = _texts(root)
+    for label in ("conv5: human vs dissection", "Human consensus", "Region or surface", "Simple elements or colors", "9"):
+        assert label in texts
+
+
+def test_confusion_heatmap_rejects_a_wrong_shape() -> None:
+    with pytest.raises(ValueError, match=r"shape \(2, 2\); expected 6 × 6"):
+        confusion_heatmap_svg([[1, 0], [0, 1]])
+
+
+def test_agreement_bars_draw_intervals_and_mark_undefined_values() -> None:
+    svg = agreement_bars_svg(
+        ["conv3", "conv5"],
+        {"Fleiss' κ": [(0.4, 0.3, 0.5), (None, None, None)], "Word agreement": [(0.7, None, None), (0.8, 0.7, 0.9)]},
+        title="Agreement & intervals",
+    )
+    root = _parse(svg)
+    assert root.find(f"{SVG}title").text == "Agreement & intervals"
+    texts = _texts(root)
+    for label in ("Agreement & intervals", "conv3", "conv5", "Fleiss' κ", "Word agreement", "n/a", "95 % interval"):
+        assert label in texts
+    assert "conv5 n/a" in root.find(f"{SVG}desc").text
+    with pytest.raises(ValueError, match="series 'x' has 1 values for 2 layers"):
+        agreement_bars_svg(["a", "b"], {"x": [(0.1, None, None)]})
+
+
+def test_scatter_colours_layers_and_shows_the_threshold() -> None:
+    root = _parse(iou_agreement_scatter_svg([("conv3", 0.02, 0.5), ("conv5", 0.12, 1.0), ("conv5", 0.08, 0.66)]))
+    texts = _texts(root)
+    assert "conv3" in texts and "conv5" in texts and "IoU = 0.04" in texts
+    assert "3 units in 2 layers" in root.find(f"{SVG}desc").text
+
+
+@pytest.mark.parametrize("render", [
+    lambda: confusion_heatmap_svg([]),
+    lambda: confusion_heatmap_svg(np.zeros((6, 6))),
+    lambda: agreement_bars_svg([], {}),
+    lambda: iou_agreement_scatter_svg([]),
+])
+def test_every_plot_renders_with_empty_input(render) -> None:
+    texts = _texts(_parse(render()))
+    assert "No " in texts and "yet" in texts
+
+
+def _records(count: int) -> list[UnitRecord]:
+    rng = np.random.default_rng(count)
+    records = []
+    for i in range(count):
+        code = CODES[i % 6]
+        answers = tuple(Answer(f"w{w}", "dog" if rng.random() < 0.7 else "cat", code if rng.random() < 0.8 else "scene", 0.8) for w in range(3))
+        records.append(UnitRecord(f"u{i}", f"layer{i % 2}", "dog", "object", float(rng.random() / 10), answers))
+    return records
+
+
+@pytest.mark.parametrize("count", [0, 1, 40])
+def test_summary_plots_render_for_zero_one_and_many_units(count: int) -> None:
+    plots = summary_plots(summarize(_records(count), n_resamples=30))
+    assert set(plots) == {"confusion", "agreement", "scatter"}
+    ids = []
+    for svg in plots.values():
+        root = _parse(svg)
+        ids += [element.get("id") for element in root.iter() if element.get("id")]
+    assert len(ids) == len(set(ids)), "ids stay unique when the three plots share one page"
+    if count == 40:
+        assert "layer0" in _texts(ET.fromstring(plots["agreement"]))
+        assert "40 units" in ET.fromstring(plots["confusion"]).find(f"{SVG}desc").text
+
+
+def test_plots_are_reproducible() -> None:
+    summary = summarize(_records(12), n_resamples=30)
+    assert summary_plots(summary) == summary_plots(summary)
