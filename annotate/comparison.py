@@ -239,7 +239,11 @@ def consensus_word(words: Iterable[str], *, synonyms: Mapping[str, str] | None =
 
     Empty answers are ignored; None when no word was given.
     """
-    counts = Counter(word for word in (canonical_word(w, synonyms) for w in words) if word)
+    return _most_common([canonical_word(word, synonyms) for word in words])
+
+
+def _most_common(words: Iterable[str]) -> str | None:
+    counts = Counter(word for word in words if word)
     if not counts:
         return None
     return min(counts, key=lambda word: (-counts[word], word))
@@ -267,7 +271,7 @@ def dawid_skene(
     smoothing: float = 0.01,
     diagonal: float = 1.0,
     tol: float = 1e-6,
-    max_iter: int = 200,
+    max_iter: int = 1000,
 ) -> DawidSkeneResult:
     """Dawid & Skene (1979) EM: each worker has a confusion matrix, each unit a posterior over classes.
 
@@ -407,7 +411,9 @@ def confusion_matrix(
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for position, (h, a) in enumerate(zip(human, automatic)):
         if h not in index or a not in index:
-            raise ValueError(f"pair {position}: unknown category in ({h!r}, {a!r}); expected one of {', '.join(classes)}")
+            raise ValueError(
+                f"pair {position}: unknown category in ({h!r}, {a!r}); expected one of {', '.join(classes)}"
+            )
         matrix[index[h], index[a]] += 1
     return matrix
 
@@ -495,7 +501,9 @@ def verification_report(
     layer_of: dict[str, str] = {}
     for position, answer in enumerate(answers):
         if answer.source not in SOURCES:
-            raise ValueError(f"verification answer {position}: source must be human or dissection, got {answer.source!r}")
+            raise ValueError(
+                f"verification answer {position}: source must be human or dissection, got {answer.source!r}"
+            )
         if layer_of.setdefault(answer.unit_key, answer.layer) != answer.layer:
             raise ValueError(
                 f"verification answer {position}: unit {answer.unit_key!r} is in layer {layer_of[answer.unit_key]!r}, "
@@ -512,7 +520,9 @@ def verification_report(
                 for (unit_layer, _, unit_source), yes in votes.items()
                 if unit_source == source and (layer == ALL_LAYERS or unit_layer == layer)
             ]
-            entry: dict[str, Any] = {"units": len(judged), "correct": sum(judged), "share": None, "ci": None, "reason": None}
+            entry: dict[str, Any] = {
+                "units": len(judged), "correct": sum(judged), "share": None, "ci": None, "reason": None,
+            }
             if judged:
                 entry["share"] = sum(judged) / len(judged)
                 entry["ci"] = list(wilson_interval(sum(judged), len(judged), confidence=confidence))
@@ -529,7 +539,6 @@ def verification_report(
 class _Units:
     """Per-unit arrays that every scope statistic (and every bootstrap resample) indexes."""
 
-    records: list[UnitRecord]
     counts: np.ndarray
     human: np.ndarray
     automatic: np.ndarray
@@ -551,7 +560,8 @@ def _validate(records: Sequence[UnitRecord]) -> None:
             raise ValueError(f"{unit}: field 'layer' is empty")
         if record.auto_category is not None and record.auto_category not in BRODEN_CATEGORIES:
             raise ValueError(
-                f"{unit}: field 'auto_category' is {record.auto_category!r}; expected one of {', '.join(BRODEN_CATEGORIES)}"
+                f"{unit}: field 'auto_category' is {record.auto_category!r}; "
+                f"expected one of {', '.join(BRODEN_CATEGORIES)}"
             )
         if (record.auto_label is None) != (record.auto_category is None):
             raise ValueError(f"{unit}: 'auto_label' and 'auto_category' must be given together")
@@ -564,7 +574,8 @@ def _validate(records: Sequence[UnitRecord]) -> None:
             workers.add(answer.worker)
             if answer.category is not None and answer.category not in CODES:
                 raise ValueError(
-                    f"{unit}, worker {answer.worker!r}: field 'category' is {answer.category!r}; expected one of {', '.join(CODES)}"
+                    f"{unit}, worker {answer.worker!r}: field 'category' is {answer.category!r}; "
+                    f"expected one of {', '.join(CODES)}"
                 )
             if answer.precision is not None and not (0.0 <= answer.precision <= 1.0):
                 raise ValueError(
@@ -588,7 +599,6 @@ def _build_units(
     )
     n = len(records)
     units = _Units(
-        records=records,
         counts=counts,
         human=np.full(n, -1),
         automatic=np.full(n, -1),
@@ -599,16 +609,14 @@ def _build_units(
     )
     for i, record in enumerate(records):
         categories = [answer.category for answer in record.answers]
-        majority = majority_vote(categories)
-        majority_share = agreement_share(categories, majority) if majority else None
-        if majority is not None and majority_share is None:
-            majority_share = 1.0
+        given = [category for category in categories if category is not None]
+        majority = majority_vote(given)
+        majority_share = given.count(majority) / len(given) if majority else None
         ds_label = ds.labels[i]
         ds_posterior = float(ds.posteriors[i, index[ds_label]]) if ds_label else None
         human, confidence = (ds_label, ds_posterior) if aggregation == "dawid_skene" else (majority, majority_share)
-        words = [canonical_word(answer.words, synonyms) for answer in record.answers]
-        words = [word for word in words if word]
-        consensus = consensus_word(words)
+        words = [word for word in (canonical_word(answer.words, synonyms) for answer in record.answers) if word]
+        consensus = _most_common(words)
         word_share = agreement_share(words, consensus)
         precision = mean_precision(answer.precision for answer in record.answers)
         automatic = (
@@ -767,7 +775,7 @@ def _disagreement_rows(units: _Units) -> list[dict[str, Any]]:
     """
     rows = []
     for row in units.rows:
-        kinds = [kind for kind, key in (("category", "category_match"), ("concept", "concept_match")) if row[key] is False]
+        kinds = [kind for kind in ("category", "concept") if row[f"{kind}_match"] is False]
         if not kinds:
             continue
         confidence = (row["human_confidence"] or 0.0) * (row["iou"] or 0.0)
@@ -882,12 +890,15 @@ def summarize(
     fleiss_kappa, krippendorff_alpha, word_agreement, category_agreement, cohen_kappa,
     concept_match_rate, concept_match_rate_(un)interpretable, mean_precision,
     spearman_iou_precision / spearman_iou_agreement ({rho, p_value, n}), confusion_matrix
-    ({labels, matrix}: rows human, columns dissection), ci ({statistic: [low, high] | None}) and reasons
-    ({statistic: why it is None}); plus verification ({human|dissection: {units, correct, share, ci,
-    reason}}) when verification answers are given. `tables` holds lists of row dicts (for CSV and JSON):
-    units, layers, confusion, category_shares, disagreements, workers and, with verification answers,
-    verification. The human category of a unit comes from `aggregation`, Dawid–Skene fitted once over
-    all units (workers are shared across layers) or the majority vote.
+    ({labels, matrix}: rows human, columns dissection), ci ({statistic: [low, high] | None}) and
+    reasons ({statistic: why it is None; `<statistic>_ci`: why only its interval is None}); plus
+    verification ({human|dissection: {units, correct, share, ci, reason}}) when verification answers
+    are given. `tables` holds lists of row dicts (for CSV and JSON): units, layers, confusion,
+    category_shares, disagreements, workers and, with verification answers, verification; rows that
+    cover every layer have layer `ALL_LAYERS`. `settings` echoes the options and whether Dawid–Skene
+    converged. The human category of a unit comes from `aggregation`: Dawid–Skene fitted once over all
+    units (workers are shared across layers), or the majority vote. Intervals are seeded percentile
+    bootstraps over the scope's units (`bootstrap_ci`), verification intervals Wilson's.
     """
     if aggregation not in ("dawid_skene", "majority"):
         raise ValueError(f"aggregation must be 'dawid_skene' or 'majority', got {aggregation!r}")

@@ -144,7 +144,10 @@ def simulate_answers(
     if per_unit is not None and not 1 <= per_unit <= len(crowd):
         raise ValueError(f"per_unit must be between 1 and the crowd size ({len(crowd)}), got {per_unit}")
     rng = np.random.default_rng(seed)
-    vocabulary = {code: sorted({u.words[0].strip() for u in units if u.category == code} | set(FALLBACK_WORDS[code])) for code in CODES}
+    vocabulary = {
+        code: sorted({u.words[0].strip() for u in units if u.category == code} | set(FALLBACK_WORDS[code]))
+        for code in CODES
+    }
     all_words = sorted({word for words in vocabulary.values() for word in words})
     answers = []
     for unit in units:

@@ -34,6 +34,8 @@ AGREEMENT_SERIES: dict[str, str] = {
 }
 """The summary statistics drawn as agreement bars, with their legend labels."""
 
+VERIFICATION_SERIES: dict[str, str] = {"human": "Human consensus label", "dissection": "Network Dissection label"}
+
 _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.DOTALL)
 _ID_REFERENCE = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
 """Every id and reference to one, prefixed per plot so that several plots can share one HTML page."""
@@ -189,7 +191,8 @@ def iou_agreement_scatter_svg(
 
 
 def summary_plots(summary: Mapping[str, Any]) -> dict[str, str]:
-    """The dashboard's three plots from a `comparison.summarize` result: confusion, agreement, scatter."""
+    """The dashboard's plots from a `comparison.summarize` result: confusion, agreement and scatter, and
+    verification (share of human and dissection labels judged correct per layer) when it has one."""
     layer_names = list(summary.get("layers", {}))
     series = {
         label: [
@@ -205,8 +208,23 @@ def summary_plots(summary: Mapping[str, Any]) -> dict[str, str]:
         if row.get("iou") is not None and row.get("word_agreement") is not None
     ]
     matrix = summary.get("confusion_matrix", {}).get("matrix", [])
-    return {
+    confidence = settings.get("confidence", 0.95)
+    plots = {
         "confusion": confusion_heatmap_svg(matrix),
-        "agreement": agreement_bars_svg(layer_names, series, confidence=settings.get("confidence", 0.95)),
+        "agreement": agreement_bars_svg(layer_names, series, confidence=confidence),
         "scatter": iou_agreement_scatter_svg(points, threshold=settings.get("iou_threshold", DEFAULT_IOU_THRESHOLD)),
     }
+    if "verification" in summary:
+        verified = [name for name, scope in summary["layers"].items() if "verification" in scope]
+        judged = {
+            label: [
+                (entry["share"], *(entry["ci"] or (None, None)))
+                for entry in (summary["layers"][name]["verification"][source] for name in verified)
+            ]
+            for source, label in VERIFICATION_SERIES.items()
+        }
+        plots["verification"] = agreement_bars_svg(
+            verified, judged, title="Labels judged correct in blind verification", ylabel="Share of units",
+            confidence=confidence,
+        )
+    return plots

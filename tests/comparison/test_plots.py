@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from annotate.categories import CODES
-from annotate.comparison import Answer, UnitRecord, summarize
+from annotate.comparison import Answer, UnitRecord, VerificationAnswer, summarize
 from annotate.plots import (
     agreement_bars_svg,
     confusion_heatmap_svg,
@@ -111,3 +111,18 @@ def test_summary_plots_render_for_zero_one_and_many_units(count: int) -> None:
 def test_plots_are_reproducible() -> None:
     summary = summarize(_records(12), n_resamples=30)
     assert summary_plots(summary) == summary_plots(summary)
+
+
+def test_summary_plots_add_the_verification_bars_when_answers_exist() -> None:
+    records = _records(6)
+    verification = [
+        VerificationAnswer(r.unit_key, r.layer, source, worker, yes)
+        for r in records
+        for source, yes in (("human", True), ("dissection", r.unit_key != "u0"))
+        for worker in ("a", "b", "c")
+    ]
+    plots = summary_plots(summarize(records, verification=verification, n_resamples=30))
+    assert "verification" not in summary_plots(summarize(records, n_resamples=30))
+    root = _parse(plots["verification"])
+    assert root.find(f"{SVG}title").text == "Labels judged correct in blind verification"
+    assert "Network Dissection label: layer0 0.67, layer1 1.00" in root.find(f"{SVG}desc").text
