@@ -1,19 +1,20 @@
 """A simulated crowd for demos, tests and load: honest workers with a given accuracy, and spammers.
 
 Pure and seeded (no Django, no I/O): given units whose true category and concept words are known, it
-decides what every worker answers. `manage.py simulate_crowd` posts these answers through the real task
+decides what every worker answers, in labelling tasks (`simulate_answers`) and in blind verification
+tasks (`simulate_verification`). `manage.py simulate_crowd` posts these answers through the real task
 endpoints; the comparison tests check that Dawid–Skene sees through the spammers.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from lemminflect import getInflection
 
 from annotate.categories import CODES, COLOR, OBJECT, PART, REGION, SCENE, TEXTURE
-from annotate.comparison import image_precision
+from annotate.comparison import canonical_word, dissection_word, image_precision
 
 PLAUSIBLE_CONFUSIONS: dict[str, tuple[str, ...]] = {
     SCENE: (REGION, OBJECT),
@@ -36,6 +37,7 @@ FALLBACK_WORDS: dict[str, tuple[str, ...]] = {
 """Wrong words by category, for when no other unit of the confused category supplies one."""
 
 SPAMMER_REJECT_RATE = 0.5
+SPAMMER_YES_RATE = 0.5
 HONEST_FALSE_REJECT_SHARE = 0.2
 """An honest worker wrongly clicks a fitting image with probability (1 − accuracy) × this share."""
 
@@ -73,6 +75,26 @@ class SimulatedAnswer:
     @property
     def precision(self) -> float:
         return image_precision(shown=self.images, rejected=len(self.rejected))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A label shown in a blind verification task; `source` (human or dissection) is hidden from workers."""
+
+    unit_key: str
+    source: str
+    label: str
+
+
+@dataclass(frozen=True)
+class SimulatedJudgement:
+    """One worker's yes/no on "Does this label describe most of these images?"."""
+
+    worker: str
+    unit_key: str
+    source: str
+    label: str
+    yes: bool
 
 
 def make_crowd(*, workers: int, spammers: int, accuracy: float, prefix: str = "sim") -> list[CrowdWorker]:
@@ -180,3 +202,49 @@ def simulate_answers(
                 images=unit.images,
             ))
     return answers
+
+
+def simulate_verification(
+    units: Sequence[TrueUnit],
+    candidates: Sequence[Candidate],
+    crowd: Sequence[CrowdWorker],
+    *,
+    seed: int = 0,
+    per_candidate: int | None = None,
+    synonyms: Mapping[str, str] | None = None,
+) -> list[SimulatedJudgement]:
+    """Every yes/no the crowd gives on the candidates, deterministic for a seed.
+
+    A candidate is right when its label (Broden suffix dropped, normalized, synonyms applied) is one of
+    its unit's concept words. An honest worker judges rightly with its accuracy, whichever the source;
+    a spammer says yes with probability `SPAMMER_YES_RATE`. `per_candidate` workers (None: all) judge
+    each candidate.
+    """
+    _validate(units)
+    if not crowd:
+        raise ValueError("the crowd is empty")
+    if per_candidate is not None and not 1 <= per_candidate <= len(crowd):
+        raise ValueError(f"per_candidate must be between 1 and the crowd size ({len(crowd)}), got {per_candidate}")
+    truths = {unit.unit_key: {canonical_word(word, synonyms) for word in unit.words} for unit in units}
+    rng = np.random.default_rng(seed)
+    judgements = []
+    for position, candidate in enumerate(candidates):
+        if candidate.unit_key not in truths:
+            raise ValueError(f"candidate {position}: unknown unit {candidate.unit_key!r}")
+        if candidate.source not in ("human", "dissection"):
+            raise ValueError(f"candidate {position}: source must be human or dissection, got {candidate.source!r}")
+        word = dissection_word(candidate.label)
+        right = (synonyms.get(word, word) if synonyms else word) in truths[candidate.unit_key]
+        chosen = (
+            range(len(crowd)) if per_candidate is None else sorted(rng.choice(len(crowd), per_candidate, replace=False))
+        )
+        for index in chosen:
+            worker = crowd[index]
+            if worker.spammer:
+                yes = bool(rng.random() < SPAMMER_YES_RATE)
+            else:
+                yes = right if rng.random() < worker.accuracy else not right
+            judgements.append(
+                SimulatedJudgement(worker.name, candidate.unit_key, candidate.source, candidate.label, yes)
+            )
+    return judgements

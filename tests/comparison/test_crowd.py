@@ -7,8 +7,25 @@ import numpy as np
 import pytest
 
 from annotate.categories import CODES
-from annotate.comparison import Answer, UnitRecord, canonical_word, dawid_skene, majority_vote, summarize
-from annotate.crowd import FALLBACK_WORDS, PLAUSIBLE_CONFUSIONS, TrueUnit, make_crowd, simulate_answers
+from annotate.comparison import (
+    Answer,
+    UnitRecord,
+    VerificationAnswer,
+    canonical_word,
+    dawid_skene,
+    majority_vote,
+    summarize,
+    synonym_map,
+)
+from annotate.crowd import (
+    FALLBACK_WORDS,
+    PLAUSIBLE_CONFUSIONS,
+    Candidate,
+    TrueUnit,
+    make_crowd,
+    simulate_answers,
+    simulate_verification,
+)
 
 
 def _units(seed: int, count: int) -> list[TrueUnit]:
@@ -124,3 +141,43 @@ def test_crowd_names_and_bad_arguments() -> None:
         simulate_answers([TrueUnit("x", "object", (" ",))], crowd)
     with pytest.raises(ValueError, match="the crowd is empty"):
         simulate_answers(_units(0, 2), [])
+
+
+def test_verification_flow_from_simulated_judgements_to_shares() -> None:
+    units = [TrueUnit(f"u{i}", "object", ("person", "someone")) for i in range(40)]
+    synonyms = synonym_map([{"name": "person", "syns": "individual"}])
+    candidates = []
+    for i, unit in enumerate(units):
+        candidates.append(Candidate(unit.unit_key, "human", "Individuals" if i % 2 else "someone"))
+        candidates.append(Candidate(unit.unit_key, "dissection", "person" if i % 4 == 0 else "car"))
+    crowd = make_crowd(workers=5, spammers=1, accuracy=1.0)  # four honest votes outweigh the spammer
+    judgements = simulate_verification(units, candidates, crowd, seed=2, synonyms=synonyms)
+    assert judgements == simulate_verification(units, candidates, crowd, seed=2, synonyms=synonyms)
+    assert len(judgements) == 80 * 5
+    layer = {unit.unit_key: f"layer{int(unit.unit_key[1:]) % 2}" for unit in units}
+    answers = [VerificationAnswer(j.unit_key, layer[j.unit_key], j.source, j.worker, j.yes) for j in judgements]
+    report = summarize([UnitRecord(u.unit_key, layer[u.unit_key]) for u in units], verification=answers, n_resamples=10)
+    assert report["verification"]["human"]["share"] == 1.0
+    assert report["verification"]["dissection"]["share"] == pytest.approx(10 / 40)
+    assert report["layers"]["layer0"]["verification"]["dissection"]["share"] == pytest.approx(10 / 20)
+    low, high = report["verification"]["dissection"]["ci"]
+    assert low < 0.25 < high
+
+
+def test_verification_rejects_unknown_units_and_sources() -> None:
+    units = [TrueUnit("u", "object", ("dog",))]
+    crowd = make_crowd(workers=2, spammers=0, accuracy=0.9)
+    with pytest.raises(ValueError, match="candidate 0: unknown unit 'v'"):
+        simulate_verification(units, [Candidate("v", "human", "dog")], crowd)
+    with pytest.raises(ValueError, match="candidate 0: source must be human or dissection"):
+        simulate_verification(units, [Candidate("u", "crowd", "dog")], crowd)
+    with pytest.raises(ValueError, match="per_candidate must be between 1"):
+        simulate_verification(units, [Candidate("u", "human", "dog")], crowd, per_candidate=3)
+
+
+def test_honest_judgements_are_right_with_the_given_accuracy() -> None:
+    units = [TrueUnit(f"u{i}", "object", ("dog",)) for i in range(400)]
+    candidates = [Candidate(u.unit_key, "dissection", "dog" if i % 2 else "cat") for i, u in enumerate(units)]
+    judgements = simulate_verification(units, candidates, make_crowd(workers=1, spammers=0, accuracy=0.8), seed=9)
+    right = [j.yes == (j.label == "dog") for j in judgements]
+    assert np.mean(right) == pytest.approx(0.8, abs=0.05)
