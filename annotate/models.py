@@ -175,10 +175,6 @@ class Batch(models.Model):
     def __str__(self) -> str:
         return self.title
 
-    @property
-    def accepts_work(self) -> bool:
-        return self.state == self.State.PUBLISHED
-
 
 class Task(models.Model):
     """One unit in a batch: a labelling task, or (kind=verify) a yes/no check of a candidate label."""

@@ -54,10 +54,6 @@ class Progress:
     rejected: int
     in_progress: int
 
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.submitted / self.required) if self.required else 0.0
-
 
 def batch_progress(*, batch: Batch) -> Progress:
     """Answers in (submitted, approved or rejected) against the number the batch asks for."""

@@ -396,12 +396,6 @@ def worker_block(*, worker: Worker, reason: str) -> Worker:
     return locked
 
 
-def worker_unblock(*, worker: Worker) -> Worker:
-    Worker.objects.filter(pk=worker.pk).update(blocked=False, blocked_reason="")
-    worker.refresh_from_db()
-    return worker
-
-
 # --- batches -----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

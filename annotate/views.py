@@ -108,6 +108,9 @@ def batch_next(request: HttpRequest, batch_id: str) -> HttpResponse:
         task = selectors.tasks_open_for_worker(batch=batch, worker=worker).first()
         if task is not None:
             return redirect("annotate:task_preview", task_id=task.public_id)
+    elif not Assignment.objects.filter(task__batch=batch, worker=worker, status__in=Assignment.DONE).exists():
+        return _worker_error(request, f"This batch is {batch.get_state_display().lower()} and takes no "
+                                      "new work.", 409, batch)
     completion = get_provider(batch.provider).completion_url(batch)
     if completion:
         return redirect(completion)

@@ -222,3 +222,10 @@ def test_mturk_batches_are_not_served_on_the_local_link(make_batch) -> None:
     batch = make_batch(provider=Provider.MTURK, publish=False)
     assert Client().get(f"/w/{batch.public_id}/").status_code == 404
     assert Client().get(f"/w/task/{batch.tasks.first().public_id}/").status_code == 404
+
+
+def test_paused_batch_tells_a_new_worker_so(batch: Batch, start_worker) -> None:
+    client = start_worker(batch, "alice")
+    services.batch_pause(batch=batch)
+    response = client.get(f"/w/{batch.public_id}/next/")
+    assert response.status_code == 409 and b"paused" in response.content
