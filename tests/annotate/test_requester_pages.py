@@ -116,7 +116,7 @@ def test_review_shows_answers_and_approves_and_rejects_many(gold_batch: Batch, s
     page = staff_client.get(f"/batches/{gold_batch.public_id}/review/").content.decode()
     assert "&lt;script&gt;x()&lt;/script&gt;" in page and "<script>x()" not in page
     assert "concept0" in page  # automatic label
-    assert "0, 3" in page and "failed" in page and "passed" in page
+    assert "<td>1, 4</td>" in page and "failed" in page and "passed" in page
     url = f"/batches/{gold_batch.public_id}/review/"
     missing = staff_client.post(url, {"action": "reject", "assignments": [str(a.public_id)], "feedback": ""})
     assert missing.status_code == 400 and b"Rejecting needs feedback" in missing.content
