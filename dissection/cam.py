@@ -197,8 +197,11 @@ def _traced(model: nn.Module) -> Iterator[_Trace]:
 
 
 def _same(pooled: torch.Tensor, reference: torch.Tensor) -> bool:
+    """Equal up to float32 rounding, relative to the reference's scale (all zeros must stay zeros)."""
+    if pooled.shape != reference.shape:
+        return False
     scale = float(reference.abs().max()) if reference.numel() else 0.0
-    return pooled.shape == reference.shape and torch.allclose(pooled, reference, rtol=1e-4, atol=1e-5 * (1 + scale))
+    return torch.allclose(pooled, reference, rtol=1e-4, atol=1e-5 * scale + 1e-30)
 
 
 def _check_hookable(model: nn.Module) -> None:
@@ -215,7 +218,7 @@ def inspect_model(model: nn.Module, example: torch.Tensor) -> ModelInspection:
     """
     _check_hookable(model)
     with torch.no_grad(), _traced(model) as trace:
-        output = model(example)
+        output = model(example.to(_device_of(model)))
     candidates = sorted(
         ((step, name, shape, module) for name, (step, shape, module) in trace.maps.items()),
         reverse=True,
@@ -338,7 +341,7 @@ def class_activation_maps(
 ) -> CamResult:
     """Raw CAMs (no bias, no ReLU, no normalization) for the given classes or the top-k of each image."""
     _check_images(images)
-    head = head or detect_gap_head(model, images[:1].to(_device_of(model)))
+    head = head or detect_gap_head(model, images[:1])
     features, logits = gap_features(model, images, head)
     weight, _bias = head_parameters(model, head)
     chosen = select_classes(logits, classes, topk)
@@ -443,7 +446,7 @@ def explain_predictions(
 ) -> list[list[Explanation]]:
     """For each image and class, the logit as bias + per-unit contributions, each joined with its label."""
     _check_images(images)
-    head = head or detect_gap_head(model, images[:1].to(_device_of(model)))
+    head = head or detect_gap_head(model, images[:1])
     features, logits = gap_features(model, images, head)
     weight, bias = head_parameters(model, head)
     chosen = select_classes(logits, classes, topk)

@@ -351,6 +351,7 @@ def localize(
     samples: Sequence[Sample],
     *,
     method: str = "cam",
+    layer: str | None = None,
     size: int | None = None,
     batch_size: int = 32,
     fraction: float = THRESHOLD,
@@ -374,7 +375,7 @@ def localize(
             inputs = preprocess(pictures, size)
             labels = torch.tensor([sample.label for sample in batch])
             if compute is None:
-                compute = _method(model, inputs[:1], method)
+                compute = _method(model, inputs[:1], method, layer)
             result = compute(inputs, labels)
             predicted = result.logits.argmax(dim=1).cpu()
             probability = result.probabilities.max(dim=1).values.cpu()
@@ -391,12 +392,16 @@ def localize(
     return cases
 
 
-def _method(model: nn.Module, example: torch.Tensor, method: str) -> Callable[[torch.Tensor, torch.Tensor], CamResult]:
+def _method(
+    model: nn.Module, example: torch.Tensor, method: str, layer: str | None
+) -> Callable[[torch.Tensor, torch.Tensor], CamResult]:
     """Detect the head (or Grad-CAM layer) once, then compute maps batch by batch."""
     if method == "cam":
         head: GapHead = detect_gap_head(model, example)
         return lambda images, labels: class_activation_maps(model, images, classes=labels, head=head)
-    layer, relu = gradcam_layer(model, example)
+    relu = False
+    if layer is None:
+        layer, relu = gradcam_layer(model, example)
     return lambda images, labels: grad_cams(model, images, classes=labels, layer=layer, relu=relu)
 
 
