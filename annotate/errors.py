@@ -38,6 +38,12 @@ class WorkerBlocked(AnnotateError):
     status = 403
 
 
+class WrongProvider(AnnotateError):
+    """A worker of one provider reaching a task offered through another."""
+
+    status = 403
+
+
 class ReviewError(AnnotateError):
     """A requester action that does not apply (wrong state, missing feedback)."""
 

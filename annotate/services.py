@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from annotate import categories, selectors
 from annotate.errors import (AlreadyDone, AssignmentClosed, AssignmentExpired, BatchClosed, ImportUnitsError,
-                             InvalidAnswer, ReviewError, TaskFull, WorkerBlocked)
+                             InvalidAnswer, ReviewError, TaskFull, WorkerBlocked, WrongProvider)
 from annotate.gold import gold_matches
 from annotate.models import (Annotation, Assignment, Batch, DissectionRun, Provider, Task, Unit, UnitImage,
                              Worker)
@@ -106,6 +106,9 @@ def _accept_once(task_id: int, worker_id: int, now: datetime, provider_ids: dict
     _check_accepting(task.batch, now)
     if worker.blocked:
         raise WorkerBlocked("Your worker account may no longer take tasks from this requester.")
+    if worker.provider != task.batch.provider:
+        raise WrongProvider(f"This task is offered through {task.batch.get_provider_display()}; "
+                            "open it from there.")
     assignment_expire_overdue(now=now, task=task)
     existing = Assignment.objects.filter(task=task, worker=worker).first()
     if existing is not None and existing.status == Status.ACCEPTED:
@@ -143,20 +146,6 @@ def assignment_accept(*, task: Task, worker: Worker, now: datetime | None = None
         except IntegrityError:
             log.info("slot race on task %s (attempt %d), retrying", task.pk, attempt + 1)
     raise TaskFull("This task is in high demand right now; please try again or pick another task.")
-
-
-def assignment_take_next(*, batch: Batch, worker: Worker, now: datetime | None = None,
-                         **provider_ids: str) -> Assignment | None:
-    """Accept the first task of `batch` this worker has not done that still has a free slot; None if none."""
-    now = now or timezone.now()
-    _check_accepting(batch, now)
-    assignment_expire_overdue(now=now)
-    for task in selectors.tasks_open_for_worker(batch=batch, worker=worker):
-        try:
-            return assignment_accept(task=task, worker=worker, now=now, **provider_ids)
-        except (TaskFull, AlreadyDone):
-            continue
-    return None
 
 
 def assignment_return(*, assignment: Assignment) -> Assignment:
@@ -665,7 +654,8 @@ def demo_content_build(*, password: str) -> DemoContent:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         run = DissectionRun.objects.get(name=DEMO_RUN)
-    batch = Batch.objects.filter(title=DEMO_BATCH, created_by=user).first()
+    batch = (Batch.objects.filter(title=DEMO_BATCH, created_by=user)
+             .exclude(state__in=[Batch.State.CANCELLED, Batch.State.FINISHED]).first())
     if batch is None:
         units = list(run.units.order_by("layer", "index"))
         gold = {unit.pk: GoldAnswer(*demo.GOLD[unit.index]) for unit in units if unit.index in demo.GOLD}

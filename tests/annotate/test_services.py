@@ -8,9 +8,9 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotate import services
+from annotate import selectors, services
 from annotate.errors import (AlreadyDone, AssignmentClosed, AssignmentExpired, BatchClosed, InvalidAnswer,
-                             ReviewError, TaskFull, WorkerBlocked)
+                             ReviewError, TaskFull, WorkerBlocked, WrongProvider)
 from annotate.gold import gold_matches
 from annotate.models import Annotation, Assignment, Batch, Provider, Worker
 
@@ -177,17 +177,23 @@ def test_blocked_worker_cannot_accept_or_submit(batch: Batch, worker: Worker) ->
     assert assignment.status == Status.RETURNED
 
 
-def test_take_next_skips_done_and_full_tasks(batch: Batch) -> None:
+def test_open_tasks_skip_done_and_full_tasks(batch: Batch) -> None:
     alice, bob, carol = _worker("alice"), _worker("bob"), _worker("carol")
-    first = services.assignment_take_next(batch=batch, worker=alice)
+    first = services.assignment_accept(task=selectors.tasks_open_for_worker(batch=batch, worker=alice).first(),
+                                       worker=alice)
     _submit(first)
-    second = services.assignment_take_next(batch=batch, worker=alice)
-    assert second.task.position == 1
+    assert selectors.tasks_open_for_worker(batch=batch, worker=alice).first().position == 1
     services.assignment_accept(task=batch.tasks.get(position=0), worker=bob)
-    # task 0 is full (alice + bob), task 1 has alice; carol gets task 1
-    assert services.assignment_take_next(batch=batch, worker=carol).task.position == 1
+    # task 0 is full (alice + bob): carol is offered tasks 1 and 2 only
+    assert [t.position for t in selectors.tasks_open_for_worker(batch=batch, worker=carol)] == [1, 2]
     with pytest.raises(AlreadyDone):
         services.assignment_accept(task=first.task, worker=alice)
+
+
+def test_worker_of_another_provider_is_refused(batch: Batch) -> None:
+    outsider = services.worker_get_or_create(provider=Provider.PROLIFIC, external_id="pid")
+    with pytest.raises(WrongProvider):
+        services.assignment_accept(task=batch.tasks.first(), worker=outsider)
 
 
 def test_gold_matching_rule() -> None:
