@@ -125,7 +125,7 @@ def batch_workers(*, batch: Batch) -> QuerySet[Worker]:
                                            assignments__status__in=Assignment.DONE))).order_by("external_id")
 
 
-EXPORT_FIELDS = ("batch", "task", "run", "layer", "unit", "automatic_label", "gold", "worker", "provider",
+EXPORT_FIELDS = ("batch", "task", "run", "unit_id", "layer", "unit_index", "automatic_label", "gold", "worker", "provider",
                  "assignment", "status", "words", "category", "rejected_ranks", "shown", "precision",
                  "time_spent_ms", "gold_passed", "accepted_at", "submitted_at", "feedback")
 
@@ -142,7 +142,7 @@ def batch_export_rows(*, batch: Batch) -> list[dict[str, Any]]:
         annotation = getattr(a, "annotation", None)
         rows.append({
             "batch": str(batch.public_id), "task": str(a.task.public_id), "run": unit.run.name,
-            "layer": unit.layer, "unit": unit.index, "automatic_label": unit.label, "gold": a.task.is_gold,
+            "unit_id": unit.pk, "layer": unit.layer, "unit_index": unit.index, "automatic_label": unit.label, "gold": a.task.is_gold,
             "worker": a.worker.external_id, "provider": a.worker.provider, "assignment": str(a.public_id),
             "status": a.status,
             "words": annotation.words if annotation else "",

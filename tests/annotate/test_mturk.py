@@ -255,3 +255,28 @@ def test_client_is_the_sandbox_unless_configured(settings) -> None:
     assert mturk.mturk_client().meta.endpoint_url == mturk.SANDBOX_ENDPOINT
     settings.MTURK_SANDBOX = False
     assert mturk.mturk_client().meta.endpoint_url == "https://mturk-requester.us-east-1.amazonaws.com"
+
+
+def test_failing_gold_blocks_the_worker_on_mturk(make_batch, units, stub: Stubber) -> None:
+    batch = make_batch(provider=Provider.MTURK, publish=False, units=units[:1], block_below_accuracy=0.5,
+                       block_min_gold=1, gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))})
+    stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
+    stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
+    services.batch_publish(batch=batch)
+    stub.add_response("create_worker_block", {}, {"WorkerId": "WKR1", "Reason": ANY})
+    assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots")
+    worker = Worker.objects.get(external_id="WKR1")
+    assert worker.blocked and "0%" in worker.blocked_reason
+    assert Annotation.objects.filter(assignment=assignment).exists()
+
+
+def test_block_failing_at_mturk_still_blocks_here_and_keeps_the_answer(make_batch, units, stub: Stubber) -> None:
+    batch = make_batch(provider=Provider.MTURK, publish=False, units=units[:1], block_below_accuracy=0.5,
+                       block_min_gold=1, gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))})
+    stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
+    stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
+    services.batch_publish(batch=batch)
+    stub.add_client_error("create_worker_block", "ServiceFault", "try later")
+    assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots")
+    assert Worker.objects.get(external_id="WKR1").blocked
+    assert Annotation.objects.filter(assignment=assignment).exists()

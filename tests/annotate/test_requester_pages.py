@@ -165,10 +165,11 @@ def test_export_csv_and_json_one_row_per_assignment(gold_batch: Batch, staff_cli
                                worker=services.worker_get_or_create(provider="local", external_id="carol"))
     rows = list(csv.DictReader(io.StringIO(
         staff_client.get(f"/batches/{gold_batch.public_id}/export.csv").content.decode())))
-    assert [(r["worker"], r["layer"], r["unit"], r["status"]) for r in rows] == [
+    assert [(r["worker"], r["layer"], r["unit_index"], r["status"]) for r in rows] == [
         ("alice", "conv4", "0", "approved"), ("bob", "conv4", "1", "submitted")]
     assert rows[0]["words"] == "'=HYPERLINK(1)"  # spreadsheet formulas neutralised
     assert (rows[0]["category"], rows[0]["rejected_ranks"], rows[0]["precision"]) == ("color", "0 3", "0.5")
+    assert rows[0]["unit_id"] == str(gold_batch.tasks.get(position=0).unit_id)
     assert (rows[0]["gold"], rows[0]["gold_passed"], rows[1]["gold_passed"]) == ("True", "False", "")
     data = json.loads(staff_client.get(f"/batches/{gold_batch.public_id}/export.json").content)
     assert [row["words"] for row in data] == ["=HYPERLINK(1)", "red ball"]
