@@ -284,6 +284,7 @@ class Assignment(models.Model):
             models.UniqueConstraint(fields=["mturk_assignment_id"], condition=~Q(mturk_assignment_id=""),
                                     name="assignment_unique_mturk_id"),
         ]
+        indexes = [models.Index(fields=["status", "deadline"], name="assignment_overdue_idx")]
 
     def __str__(self) -> str:
         return f"{self.worker} on {self.task_id} ({self.status})"

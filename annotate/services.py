@@ -103,21 +103,22 @@ def _free_slot(task: Task, preempt_unsubmitted: bool) -> int:
 def _accept_once(task_id: int, worker_id: int, now: datetime, provider_ids: dict[str, str]) -> Assignment:
     task = Task.objects.select_for_update(of=("self",)).select_related("batch").get(pk=task_id)
     worker = Worker.objects.get(pk=worker_id)
-    _check_accepting(task.batch, now)
-    if worker.blocked:
-        raise WorkerBlocked("Your worker account may no longer take tasks from this requester.")
-    if worker.provider != task.batch.provider:
-        raise WrongProvider(f"This task is offered through {task.batch.get_provider_display()}; "
-                            "open it from there.")
     assignment_expire_overdue(now=now, task=task)
     existing = Assignment.objects.filter(task=task, worker=worker).first()
     if existing is not None and existing.status == Status.ACCEPTED:
+        # A reload (also while the batch is paused) gets the worker's own assignment back.
         changed = {k: v for k, v in provider_ids.items() if v and getattr(existing, k) != v}
         if changed:
             for key, value in changed.items():
                 setattr(existing, key, value)
             existing.save(update_fields=list(changed))
         return existing
+    _check_accepting(task.batch, now)
+    if worker.blocked:
+        raise WorkerBlocked("Your worker account may no longer take tasks from this requester.")
+    if worker.provider != task.batch.provider:
+        raise WrongProvider(f"This task is offered through {task.batch.get_provider_display()}; "
+                            "open it from there.")
     if existing is not None and existing.status not in (Status.RETURNED, Status.EXPIRED):
         raise AlreadyDone("You have already done this task.")
     provider = get_provider(task.batch.provider)

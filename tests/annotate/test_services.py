@@ -316,3 +316,12 @@ def test_batch_past_its_lifetime_takes_no_new_work(make_batch, worker: Worker) -
     batch = make_batch(lifetime=timedelta(hours=1))
     with pytest.raises(BatchClosed, match="expired"):
         services.assignment_accept(task=batch.tasks.first(), worker=worker, now=timezone.now() + timedelta(hours=2))
+
+
+def test_reload_while_paused_returns_the_workers_own_assignment(batch: Batch, worker: Worker) -> None:
+    task = batch.tasks.first()
+    mine = services.assignment_accept(task=task, worker=worker)
+    services.batch_pause(batch=batch)
+    assert services.assignment_accept(task=task, worker=worker).pk == mine.pk
+    with pytest.raises(BatchClosed):
+        services.assignment_accept(task=task, worker=_worker("late"))
