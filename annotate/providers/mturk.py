@@ -7,6 +7,7 @@ publish find the HIT it already made instead of creating a second one. MTurk han
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from annotate.providers.base import CrowdProvider, ProviderError, SyncResult
 
 if TYPE_CHECKING:
     from annotate.models import Assignment, Batch, Task, Worker
+
+log = logging.getLogger(__name__)
 
 SANDBOX_ENDPOINT = "https://mturk-requester-sandbox.us-east-1.amazonaws.com"
 EXTERNAL_QUESTION_XSD = (
@@ -159,6 +162,13 @@ class MTurkProvider(CrowdProvider):
             return
         _call(self.client, "reject_assignment", AssignmentId=assignment.mturk_assignment_id,
               RequesterFeedback=feedback[:1024])
+        # MTurk does not reopen a rejected assignment; ask for one more so the unit still gets its answers.
+        hit_id = assignment.mturk_hit_id or assignment.task.mturk_hit_id
+        try:
+            _call(self.client, "create_additional_assignments_for_hit", HITId=hit_id,
+                  NumberOfAdditionalAssignments=1, UniqueRequestToken=f"more-{assignment.public_id.hex}")
+        except ProviderError:
+            log.warning("could not add an assignment to HIT %s after a rejection", hit_id, exc_info=True)
 
     def bonus(self, assignment: Assignment, amount: Decimal, reason: str) -> None:
         _call(self.client, "send_bonus", WorkerId=assignment.worker.external_id, BonusAmount=f"{amount:.2f}",

@@ -172,6 +172,8 @@ def test_review_actions_map_to_mturk_calls(mturk_batch: Batch, stub: Stubber) ->
     bad = _submitted(mturk_batch, "ASG2", "WKR2")
     stub.add_response("approve_assignment", {}, {"AssignmentId": "ASG1", "RequesterFeedback": "Thanks"})
     stub.add_response("reject_assignment", {}, {"AssignmentId": "ASG2", "RequesterFeedback": "Off topic"})
+    stub.add_response("create_additional_assignments_for_hit", {}, {
+        "HITId": "HIT0", "NumberOfAdditionalAssignments": 1, "UniqueRequestToken": f"more-{bad.public_id.hex}"})
     stub.add_response("send_bonus", {}, {"WorkerId": "WKR1", "BonusAmount": "0.50", "AssignmentId": "ASG1",
                                          "Reason": "Careful work", "UniqueRequestToken": f"bonus-{good.public_id.hex}"})
     stub.add_response("create_worker_block", {}, {"WorkerId": "WKR2", "Reason": "Spam"})
@@ -234,6 +236,7 @@ def test_auto_rejected_gold_is_pushed_to_mturk_on_sync(make_batch, units, stub: 
         "AcceptTime": when, "SubmitTime": when}]})
     stub.add_response("reject_assignment", {}, {"AssignmentId": "ASG1",
                                                 "RequesterFeedback": services.AUTO_REJECT_FEEDBACK})
+    stub.add_client_error("create_additional_assignments_for_hit", "RequestError", "HIT expired")  # logged only
     assert services.batch_sync(batch=batch).pushed == 1
 
 
