@@ -41,7 +41,8 @@ def read_classes(dataset: Path) -> tuple[list[str], dict[str, int]]:
     return classes, labels
 
 
-def _load_images(dataset: Path, names: list[str]) -> torch.Tensor:
+def load_images(dataset: Path, names: list[str]) -> torch.Tensor:
+    """The named images (paths under images/) as one normalized batch, preprocessed as the engine does."""
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     arrays = []
@@ -67,7 +68,7 @@ def train_toy(
     dataset, out = Path(dataset), Path(out)
     classes, labels = read_classes(dataset)
     names = sorted(labels)
-    x = _load_images(dataset, names)
+    x = load_images(dataset, names)
     y = torch.tensor([labels[name] for name in names])
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
