@@ -109,14 +109,14 @@ def units_select(*, run: DissectionRun, layer: str, mode: str, sample_size: int 
     raise InvalidAnswer(f"Selection: {mode!r} is not one of {', '.join(SELECTION_MODES)}.")
 
 
-def batch_review(*, batch: Batch) -> list[Task]:
+def batch_review(*, batch: Batch) -> QuerySet[Task]:
     """Tasks with their unit, images and every non-abandoned assignment (answer and worker)."""
     answered = (Assignment.objects.exclude(status__in=[Status.RETURNED, Status.EXPIRED])
                 .select_related("worker", "annotation").order_by("submitted_at", "accepted_at"))
-    return list(batch.tasks.select_related("unit__run").prefetch_related(
+    return batch.tasks.select_related("unit__run").prefetch_related(
         Prefetch("assignments", queryset=answered, to_attr="review_assignments"),
         Prefetch("unit__images", queryset=UnitImage.objects.order_by("rank")),
-    ).order_by("position"))
+    ).order_by("position")
 
 
 def batch_workers(*, batch: Batch) -> QuerySet[Worker]:

@@ -13,13 +13,14 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import user_passes_test
 from django.core import signing
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from annotate import selectors, services
 from annotate.errors import AnnotateError
@@ -33,6 +34,7 @@ from annotate.providers import prolific
 SESSION_WORKER = "annotate_worker"
 SESSION_PROLIFIC = "annotate_prolific"
 MTURK_TOKEN_SALT = "annotate.mturk.assignment"
+REVIEW_PAGE_SIZE = 25
 _PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 staff_required = user_passes_test(lambda u: u.is_active and u.is_staff, login_url="login")
@@ -91,6 +93,7 @@ def batch_start(request: HttpRequest, batch_id: str) -> HttpResponse:
     return render(request, "annotate/worker/start.html", {"batch": batch, "form": form})
 
 
+@require_safe
 def batch_next(request: HttpRequest, batch_id: str) -> HttpResponse:
     """Resume the worker's open assignment, else preview the next task they can take, else finish."""
     batch = get_object_or_404(Batch, public_id=batch_id)
@@ -263,6 +266,7 @@ def _worker_link(request: HttpRequest, batch: Batch) -> str:
 
 
 @staff_required
+@require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "annotate/dashboard.html", {"runs": selectors.runs_overview(),
                                                        "batches": selectors.batches_overview()})
@@ -288,6 +292,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@require_safe
 def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
     batch = get_object_or_404(Batch, public_id=batch_id)
     return render(request, "annotate/batch_detail.html", {
@@ -339,10 +344,11 @@ def batch_review(request: HttpRequest, batch_id: str) -> HttpResponse:
                                               "assignment(s).")
                 for error in outcome.errors:
                     messages.error(request, error)
-                return redirect("annotate:batch_review", batch_id=batch.public_id)
+                return redirect(request.get_full_path())
         status = 400
+    page = Paginator(selectors.batch_review(batch=batch), REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "annotate/review.html", {
-        "batch": batch, "form": form, "tasks": selectors.batch_review(batch=batch),
+        "batch": batch, "form": form, "tasks": page, "page": page,
         "workers": selectors.batch_workers(batch=batch), "progress": selectors.batch_progress(batch=batch),
         "selected": {str(v) for v in (form["assignments"].value() or [])}}, status=status)
 
@@ -365,6 +371,7 @@ def worker_block(request: HttpRequest, batch_id: str, worker_id: str) -> HttpRes
 
 
 @staff_required
+@require_safe
 def batch_export(request: HttpRequest, batch_id: str, fmt: str) -> HttpResponse:
     batch = get_object_or_404(Batch, public_id=batch_id)
     if fmt not in FORMATS:

@@ -183,3 +183,14 @@ def test_admin_lists_every_model(staff_client: Client, django_user_model, batch:
     for model in ("probeset", "network", "dissectionrun", "unit", "unitimage", "batch", "task", "worker",
                   "assignment", "annotation"):
         assert admin.get(f"/admin/annotate/{model}/").status_code == 200, model
+
+
+def test_review_pages_through_units(make_batch, make_unit, staff_client: Client, monkeypatch) -> None:
+    from annotate import views
+
+    monkeypatch.setattr(views, "REVIEW_PAGE_SIZE", 2)
+    batch = make_batch(units=[make_unit(10 + i, images=1) for i in range(3)])
+    first = staff_client.get(f"/batches/{batch.public_id}/review/").content.decode()
+    second = staff_client.get(f"/batches/{batch.public_id}/review/?page=2").content.decode()
+    assert "conv4 #10" in first and "conv4 #12" not in first
+    assert "conv4 #12" in second and "Units 3–3 of 3" in second
