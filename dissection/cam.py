@@ -84,15 +84,22 @@ class UnitLabel:
     label: str
     category: str | None = None
     iou: float | None = None
+    interpretable: bool = True
 
 
 @dataclass(frozen=True)
 class UnitContribution:
-    unit: int
+    """What one channel of the feature map adds to a logit; `unit` numbers it from 1 as dissection reports do."""
+
+    channel: int
     weight: float
     mean_activation: float
     contribution: float
     label: UnitLabel | None = None
+
+    @property
+    def unit(self) -> int:
+        return self.channel + 1
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ class Explanation:
         parts = []
         for unit in self.units[:n]:
             text = f"unit {unit.unit}"
-            if unit.label is not None:
+            if unit.label is not None and unit.label.interpretable:
                 text += f" {unit.label.label}"
             parts.append(text)
         return f"{name} {self.probability:.2f}: " + ", ".join(parts)
@@ -463,7 +470,7 @@ def explain_predictions(
             order = torch.argsort(parts[n, j], descending=True).tolist()
             units = [
                 UnitContribution(
-                    unit=k,
+                    channel=k,
                     weight=float(weight[c, k]),
                     mean_activation=float(means[n, k]),
                     contribution=float(parts[n, j, k]),
@@ -482,10 +489,13 @@ def _first(entry: dict[str, Any], keys: Sequence[str]) -> Any:
     return next((entry[key] for key in keys if entry.get(key) is not None), None)
 
 
-def read_unit_labels(path: str | Path, *, layer: str | None = None) -> dict[int, UnitLabel]:
-    """Per-unit labels from a dissection result.json: `{"layer": …, "units": [{"unit", "label", "category",
-    "iou"}, …]}` or a bare list of such entries. Entries without a unit index or label are skipped; a file
-    for another layer than `layer` is refused, since its unit numbers would mean other units.
+def read_unit_labels(path: str | Path, *, layer: str | None = None, channels: int | None = None) -> dict[int, UnitLabel]:
+    """Labels by 0-based channel from a dissection result.json (`{"layer", "num_units", "units": [...]}`).
+
+    Each unit entry gives `channel` (0-based) or else `unit` (1-based, NetDissect's numbering), and `label`,
+    `category`, `iou`, `interpretable`; entries without a channel or label are skipped. A file of another layer
+    than `layer`, or with another number of units than the layer's `channels`, is refused: its unit numbers
+    would name other units.
     """
     path = Path(path)
     try:
@@ -494,28 +504,30 @@ def read_unit_labels(path: str | Path, *, layer: str | None = None) -> dict[int,
         raise UnitLabelError(f"dissection result {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UnitLabelError(f"{path}: not a readable JSON file ({error})") from None
-    if isinstance(data, dict):
-        found_layer = data.get("layer")
-        if layer is not None and isinstance(found_layer, str) and found_layer != layer:
-            raise UnitLabelError(f"{path} dissects layer {found_layer!r}, but the CAM feature layer is {layer!r}")
-        entries = data.get("units")
-    else:
-        entries = data
+    entries = data.get("units") if isinstance(data, dict) else None
     if not isinstance(entries, list):
-        raise UnitLabelError(f"{path}: expected a list of units (or an object with 'units'), got {type(entries).__name__}")
+        raise UnitLabelError(f"{path}: no 'units' list; expected a dissection result.json")
+    found_layer = data.get("layer")
+    if layer is not None and isinstance(found_layer, str) and found_layer != layer:
+        raise UnitLabelError(f"{path} dissects layer {found_layer!r}, but the CAM feature layer is {layer!r}")
+    count = data.get("num_units", len(entries))
+    if channels is not None and isinstance(count, int) and count != channels:
+        raise UnitLabelError(f"{path} has {count} units, but layer {layer or found_layer!r} has {channels} channels")
     labels: dict[int, UnitLabel] = {}
     for entry in entries:
         if not isinstance(entry, dict):
             continue
-        unit = _first(entry, ("unit", "index", "unit_index"))
-        label = _first(entry, ("label", "concept", "name"))
-        if isinstance(unit, bool) or not isinstance(unit, int) or label is None:
+        channel = entry.get("channel")
+        if not isinstance(channel, int) and isinstance(entry.get("unit"), int):
+            channel = entry["unit"] - 1
+        label = _first(entry, ("label", "concept"))
+        if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0 or label is None:
             continue
-        category = _first(entry, ("category", "cat"))
-        iou = _first(entry, ("iou", "score"))
-        labels[unit] = UnitLabel(
+        iou = entry.get("iou")
+        labels[channel] = UnitLabel(
             str(label),
-            str(category) if category is not None else None,
-            float(iou) if isinstance(iou, int | float) and math.isfinite(iou) else None,
+            str(entry["category"]) if entry.get("category") is not None else None,
+            float(iou) if isinstance(iou, int | float) and not isinstance(iou, bool) and math.isfinite(iou) else None,
+            bool(entry.get("interpretable", True)),
         )
     return labels

@@ -18,6 +18,7 @@ from dissection.cam import (
     class_activation_maps,
     explain_predictions,
     grad_cams,
+    head_parameters,
     inspect_model,
     load_image,
     preprocess,
@@ -212,7 +213,10 @@ def _print_explanations(args: argparse.Namespace, model: nn.Module, images: torc
         if args.dissection is not None:
             raise ModelError("--dissection needs a global-average-pooling + linear head to split logits into units")
         return
-    labels = read_unit_labels(args.dissection, layer=head.feature_layer) if args.dissection is not None else None
+    labels = None
+    if args.dissection is not None:
+        channels = int(head_parameters(model, head)[0].shape[1])
+        labels = read_unit_labels(args.dissection, layer=head.feature_layer, channels=channels)
     explained = explain_predictions(model, images, classes=result.classes.cpu(), head=head, labels=labels)[0]
     print(f"units of {head.feature_layer!r} that drive each class (w_k^c x mean f_k):")
     for explanation in explained:

@@ -112,8 +112,8 @@ def test_contributions_plus_bias_sum_to_the_logit(arch: str, random_model: Build
             assert contributions == sorted(contributions, reverse=True)
             top = explanation.units[0]
             c = explanation.class_index
-            assert top.weight == pytest.approx(float(weight[c, top.unit]), rel=1e-6)
-            assert top.mean_activation == pytest.approx(float(means[n, top.unit]), rel=1e-4, abs=1e-6)
+            assert top.weight == pytest.approx(float(weight[c, top.channel]), rel=1e-6)
+            assert top.mean_activation == pytest.approx(float(means[n, top.channel]), rel=1e-4, abs=1e-6)
             assert top.contribution == pytest.approx(top.weight * top.mean_activation, rel=1e-4, abs=1e-6)
 
 
