@@ -29,15 +29,8 @@ def png_bytes(colour: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> by
 
 
 @pytest.fixture(autouse=True)
-def _media_and_static(settings: Any, tmp_path: Any) -> None:
+def _media_root(settings: Any, tmp_path: Any) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.STATIC_ROOT = tmp_path  # WhiteNoise warns about a missing STATIC_ROOT on every client
-    # The root conftest's SECURE_SSL=0 is set after pytest-django has loaded the settings; the test client
-    # speaks plain HTTP.
-    settings.SECURE_SSL_REDIRECT = False
-    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
-    settings.STORAGES = {**settings.STORAGES,
-                         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 
 
 @pytest.fixture
