@@ -2,6 +2,7 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse
 from django.urls import include, path, re_path
 from django.views.static import serve
 
@@ -12,7 +13,11 @@ urlpatterns = [
     path("", include("annotate.urls")),
 ]
 
+
+def _media(request: HttpRequest, path: str) -> HttpResponse:
+    """Local media, from MEDIA_ROOT as it is at request time (tests point it at a temporary folder)."""
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
 if settings.SERVE_MEDIA:
-    urlpatterns += [
-        re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
-    ]
+    urlpatterns += [re_path(r"^media/(?P<path>.*)$", _media)]
