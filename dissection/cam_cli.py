@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,15 @@ from dissection.cam import (
     read_unit_labels,
 )
 from dissection.errors import DissectionError, ModelError
-from dissection.localize import Sample, localize, read_box_csv, read_class_names, read_xml_boxes, write_report
+from dissection.localize import (
+    Sample,
+    localize,
+    read_box_csv,
+    read_class_names,
+    read_xml_boxes,
+    write_atomically,
+    write_report,
+)
 from dissection.models import checkpoint_classes, load_model
 from dissection.overlay import HEAT_WEIGHT, IMAGE_WEIGHT, render_overlay, side_by_side
 
@@ -150,23 +156,6 @@ def _compute(args: argparse.Namespace, model: nn.Module, images: torch.Tensor,
     return grad_cams(model, images, classes=classes, topk=topk, layer=args.layer)
 
 
-def _replace_all(files: dict[Path, bytes]) -> None:
-    """Write every file under a temporary name first, then move them in: nothing is left half written."""
-    temporaries: dict[Path, str] = {}
-    try:
-        for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-            temporaries[path] = temporary
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-        for path, temporary in temporaries.items():
-            os.replace(temporary, path)
-    finally:
-        for temporary in temporaries.values():
-            Path(temporary).unlink(missing_ok=True)
-
-
 def run_cam(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() != ".png":
         raise DissectionError(f"--out {args.out} must end in .png")
@@ -200,7 +189,7 @@ def run_cam(args: argparse.Namespace) -> int:
                  logits=result.logits[0].cpu().numpy().astype(np.float32))
         files[args.raw] = raw.getvalue()
     _print_explanations(args, model, images, result, names)
-    _replace_all(files)
+    write_atomically(files)
     print(f"wrote {args.out}" + (f" and {args.raw}" if args.raw is not None else ""))
     return 0
 

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -408,15 +408,27 @@ def _method(
 # -------------------------------------------------------------------------------------------- outputs
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
+def write_atomically(files: Mapping[Path, bytes]) -> None:
+    """Write every file under a temporary name first, then move them all in: nothing is left half written.
+
+    Files get the usual permissions (0666 less the umask), not mkstemp's private 0600.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    temporaries: dict[Path, str] = {}
     try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+            temporaries[path] = temporary
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.chmod(temporary, 0o666 & ~umask)
+        for path, temporary in temporaries.items():
+            os.replace(temporary, path)
+    finally:
+        for temporary in temporaries.values():
+            Path(temporary).unlink(missing_ok=True)
 
 
 def _case_image(case: Case, classes: Sequence[str]) -> Image.Image:
@@ -486,7 +498,7 @@ def write_report(out: str | Path, cases: Sequence[Case], classes: Sequence[str],
             shutil.rmtree(out / "gallery")
         for name in ("gallery", "gallery.html", "cases.csv"):
             os.replace(staging / name, out / name)
-        _write_atomically(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2) + "\n"))
+        write_atomically({out / "metrics.json": (json.dumps(metrics, indent=2) + "\n").encode()})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
