@@ -1,0 +1,158 @@
+"""The worker's side in Chromium: the batch link, preview, accept, the three questions, next task, finished;
+a refused answer that keeps what was typed; and a task done with the keyboard alone."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from annotate import services
+from annotate.models import Annotation, Assignment, Batch
+from tests.browser.conftest import IMAGES_PER_UNIT
+
+pytestmark = pytest.mark.browser
+
+Check = Callable[[Page, str], None]
+WORDS = "Write one or two words"
+# per task: words, image numbers (1-based, as shown) that do not fit, category label
+ANSWERS = [("red circle", [3, 5], "Simple elements or colors"),
+           ("stripes", [], "Texture or material"),
+           ("green triangle", [12], "Object")]
+
+
+def tile(page: Page, number: int) -> Locator:
+    """The image a worker sees as number `number` (clicking it ticks its checkbox)."""
+    return page.get_by_role("img", name=re.compile(rf"^Image {number} of "))
+
+
+def tick(page: Page, number: int) -> Locator:
+    return page.get_by_role("checkbox").nth(number - 1)
+
+
+def answer(page: Page, words: str, numbers: list[int], category: str) -> None:
+    page.get_by_label(WORDS).fill(words)
+    for number in numbers:
+        tile(page, number).click()
+    page.get_by_label(category, exact=True).check()
+
+
+def expect_answer_kept(page: Page, words: str, numbers: list[int], category: str) -> None:
+    expect(page.get_by_label(WORDS)).to_have_value(words)
+    for number in range(1, IMAGES_PER_UNIT + 1):
+        if number in numbers:
+            expect(tick(page, number)).to_be_checked()
+        else:
+            expect(tick(page, number)).not_to_be_checked()
+    expect(page.get_by_label(category, exact=True)).to_be_checked()
+
+
+def start(page: Page, check_page: Check, batch: Batch, worker_id: str) -> None:
+    page.goto(f"/w/{batch.public_id}/")
+    check_page(page, "worker_start")
+    page.get_by_label("Your worker id").fill(worker_id)
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url("**/w/task/*/")
+
+
+def test_worker_previews_accepts_answers_every_task_and_finishes(
+        page: Page, check_page: Check, make_batch: Callable[..., Batch]) -> None:
+    batch = make_batch()
+    start(page, check_page, batch, "alice")
+    for position, (words, numbers, category) in enumerate(ANSWERS):
+        page.wait_for_url("**/w/task/*/")
+        submit = page.get_by_role("button", name="Submit answer")
+        expect(submit).to_be_disabled()
+        expect(page.get_by_label(WORDS)).to_be_disabled()
+        expect(page.locator(".tile img")).to_have_count(IMAGES_PER_UNIT)
+        expect(tile(page, IMAGES_PER_UNIT)).to_be_visible()
+        check_page(page, f"worker_preview_{position}")
+        page.get_by_role("button", name="Accept this task").click()
+        page.wait_for_url("**/w/a/*/")
+        expect(submit).to_be_enabled()
+        answer(page, words, numbers, category)
+        for number in numbers:
+            expect(tick(page, number)).to_be_checked()
+        check_page(page, "worker_task" if position == 0 else f"worker_task_{position}")
+        submit.click()
+    expect(page.get_by_role("heading", name="Thank you!")).to_be_visible()
+    check_page(page, "worker_finished")
+
+    stored = Annotation.objects.filter(assignment__worker__external_id="alice").order_by(
+        "assignment__task__position")
+    assert [(a.words, a.rejected_ranks, a.get_category_display()) for a in stored] == [
+        (words, [n - 1 for n in numbers], category) for words, numbers, category in ANSWERS]
+    assert all(a.assignment.status == Assignment.Status.SUBMITTED for a in stored)
+
+
+def test_a_refused_answer_keeps_what_the_worker_typed(
+        page: Page, check_page: Check, expect_http_error: Callable[[Page, int], None],
+        make_batch: Callable[..., Batch]) -> None:
+    batch = make_batch()
+    start(page, check_page, batch, "bob")
+    check_page(page, "worker_preview")
+    page.get_by_role("button", name="Accept this task").click()
+    page.wait_for_url("**/w/a/*/")
+    form_url = page.url
+
+    # Spaces pass the browser's `required` but not the server: the page comes back with everything kept.
+    answer(page, "   ", [2, 7], "Object part")
+    expect_http_error(page, 400)
+    page.get_by_role("button", name="Submit answer").click()
+    expect(page.get_by_role("alert")).to_contain_text("write one or two words")
+    check_page(page, "worker_refused_words")
+    expect_answer_kept(page, "   ", [2, 7], "Object part")
+
+    # The requester cancels the batch while the worker types: refused, and the words are kept too.
+    page.get_by_label(WORDS).fill("red disc")
+    services.batch_cancel(batch=batch)
+    expect_http_error(page, 409)
+    page.get_by_role("button", name="Submit answer").click()
+    expect(page.get_by_role("alert")).to_contain_text("the answer was not stored")
+    check_page(page, "worker_refused_closed")
+    expect_answer_kept(page, "red disc", [2, 7], "Object part")
+    assert page.url == form_url
+    assert not Annotation.objects.exists()
+
+
+def tab_to(page: Page, target: Locator, limit: int = 60) -> None:
+    """Press Tab until `target` has the keyboard focus."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if target.evaluate("el => el === document.activeElement"):
+            return
+    raise AssertionError(f"{target} cannot be reached with Tab")
+
+
+def test_keyboard_alone_completes_a_task(page: Page, check_page: Check,
+                                         make_batch: Callable[..., Batch], units) -> None:
+    batch = make_batch(units=units[:1])
+    page.goto(f"/w/{batch.public_id}/")
+    check_page(page, "worker_start")
+    tab_to(page, page.get_by_label("Your worker id"))
+    page.keyboard.type("keys-only")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/w/task/*/")
+    check_page(page, "worker_preview")
+    tab_to(page, page.get_by_role("button", name="Accept this task"))
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/w/a/*/")
+
+    tab_to(page, page.get_by_label(WORDS))
+    page.keyboard.type("red dot")
+    tab_to(page, tick(page, 2))
+    page.keyboard.press("Space")
+    tab_to(page, tick(page, 4))
+    page.keyboard.press("Space")
+    tab_to(page, page.get_by_label("Scene"))
+    page.keyboard.press("Space")
+    expect(page.get_by_label("Scene")).to_be_checked()
+    check_page(page, "worker_task_keyboard")
+    tab_to(page, page.get_by_role("button", name="Submit answer"))
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Thank you!")).to_be_visible()
+    check_page(page, "worker_finished")
+
+    annotation = Annotation.objects.get(assignment__worker__external_id="keys-only")
+    assert (annotation.words, annotation.rejected_ranks, annotation.category) == ("red dot", [1, 3], "scene")
