@@ -43,6 +43,34 @@ class LabelForm(forms.Form):
         value = self["rejected"].value() or []
         return {str(v) for v in value}
 
+    def answer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for services.annotation_submit."""
+        return {"words": self.cleaned_data["words"], "category": self.cleaned_data["category"],
+                "rejected_ranks": self.cleaned_data["rejected"]}
+
+
+class VerifyForm(forms.Form):
+    """NetDissect's blind check: does the shown label describe most of the images? (The label's source is
+    never part of the form.)"""
+
+    answer = forms.ChoiceField(
+        label="Does this label describe most of these images?", choices=[("yes", "Yes"), ("no", "No")],
+        widget=forms.RadioSelect,
+        error_messages={"required": "Answer: say whether the label describes most of the images.",
+                        "invalid_choice": "Answer: choose yes or no."})
+
+    def __init__(self, *args: Any, ranks: Sequence[int] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+
+    def answer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for services.annotation_submit."""
+        return {"verify_answer": self.cleaned_data["answer"] == "yes"}
+
+
+def answer_form(kind: str, *args: Any, ranks: Sequence[int], **kwargs: Any) -> LabelForm | VerifyForm:
+    """The answer form of a task of this kind (Task.Kind): label or verify."""
+    return (VerifyForm if kind == "verify" else LabelForm)(*args, ranks=ranks, **kwargs)
+
 
 class WorkerStartForm(forms.Form):
     worker_id = forms.CharField(

@@ -25,7 +25,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from annotate import selectors, services
 from annotate.errors import AnnotateError
 from annotate.export import FORMATS, write_rows
-from annotate.forms import BatchCreateForm, BlockForm, LabelForm, ReviewForm, WorkerStartForm
+from annotate.forms import BatchCreateForm, BlockForm, ReviewForm, WorkerStartForm, answer_form
 from annotate.models import Assignment, Batch, DissectionRun, Provider, Task, Worker
 from annotate.providers import ProviderError, get_provider
 from annotate.providers import mturk as mturk_provider
@@ -135,15 +135,11 @@ def task_preview(request: HttpRequest, task_id: str) -> HttpResponse:
                                                     **request.session.get(SESSION_PROLIFIC, {}))
         except AnnotateError as exc:
             return render(request, "annotate/worker/task.html",
-                          _task_context(task, preview=True, form=LabelForm(ranks=[]), error=str(exc)),
+                          _task_context(task, preview=True, form=answer_form(task.kind, ranks=[]), error=str(exc)),
                           status=exc.status)
         return redirect("annotate:assignment", assignment_id=assignment.public_id)
-    return render(request, "annotate/worker/task.html", _task_context(task, preview=True, form=LabelForm(ranks=[])))
-
-
-def _answer(form: LabelForm) -> dict[str, Any]:
-    return {"words": form.cleaned_data["words"], "category": form.cleaned_data["category"],
-            "rejected_ranks": form.cleaned_data["rejected"]}
+    return render(request, "annotate/worker/task.html",
+                  _task_context(task, preview=True, form=answer_form(task.kind, ranks=[])))
 
 
 @require_http_methods(["GET", "POST"])
@@ -159,16 +155,16 @@ def assignment_work(request: HttpRequest, assignment_id: str) -> HttpResponse:
     if request.method == "GET":
         if assignment.status == Assignment.Status.ACCEPTED and assignment.deadline > timezone.now():
             return render(request, "annotate/worker/task.html",
-                          _task_context(task, assignment=assignment, form=LabelForm(ranks=ranks)))
+                          _task_context(task, assignment=assignment, form=answer_form(task.kind, ranks=ranks)))
         if assignment.status in (Assignment.Status.ACCEPTED, Assignment.Status.EXPIRED):
             return _worker_error(request, "The time for this task ran out.", 410, task.batch)
         return redirect("annotate:batch_next", batch_id=task.batch.public_id)
-    form = LabelForm(request.POST, ranks=ranks)
+    form = answer_form(task.kind, request.POST, ranks=ranks)
     context = _task_context(task, assignment=assignment, form=form)
     if not form.is_valid():
         return render(request, "annotate/worker/task.html", context, status=400)
     try:
-        services.annotation_submit(assignment=assignment, **_answer(form))
+        services.annotation_submit(assignment=assignment, **form.answer_kwargs())
     except AnnotateError as exc:
         return render(request, "annotate/worker/task.html", {**context, "error": str(exc)}, status=exc.status)
     return redirect("annotate:batch_next", batch_id=task.batch.public_id)
@@ -207,7 +203,7 @@ def mturk_task(request: HttpRequest, task_id: str) -> HttpResponse:
     assignment_id = request.GET.get("assignmentId", "")
     if not assignment_id or assignment_id == mturk_provider.PREVIEW_ASSIGNMENT_ID:
         return _framable_by_mturk(render(request, "annotate/worker/task.html",
-                                         _task_context(task, preview=True, mturk=True, form=LabelForm(ranks=[]))))
+                                         _task_context(task, preview=True, mturk=True, form=answer_form(task.kind, ranks=[]))))
     worker_id, hit_id = request.GET.get("workerId", ""), request.GET.get("hitId", "")
     submit_to = _submit_host(request.GET.get("turkSubmitTo", ""))
     if not worker_id or submit_to is None:
@@ -223,7 +219,7 @@ def mturk_task(request: HttpRequest, task_id: str) -> HttpResponse:
         return _framable_by_mturk(_worker_error(request, "You have already done this task.", 409, task.batch))
     ranks = selectors.task_image_ranks(task=task)
     return _framable_by_mturk(render(request, "annotate/worker/task.html", _task_context(
-        task, assignment=assignment, mturk=True, form=LabelForm(ranks=ranks),
+        task, assignment=assignment, mturk=True, form=answer_form(task.kind, ranks=ranks),
         token=signing.dumps(str(assignment.public_id), salt=MTURK_TOKEN_SALT))))
 
 
@@ -240,12 +236,12 @@ def mturk_submit(request: HttpRequest, task_id: str) -> HttpResponse:
                                    public_id=public_id, task__public_id=task_id)
     task = assignment.task
     ranks = selectors.task_image_ranks(task=task)
-    form = LabelForm(request.POST, ranks=ranks)
+    form = answer_form(task.kind, request.POST, ranks=ranks)
     context = _task_context(task, assignment=assignment, mturk=True, form=form, token=request.POST["token"])
     if not form.is_valid():
         return _framable_by_mturk(render(request, "annotate/worker/task.html", context, status=400))
     try:
-        services.annotation_submit(assignment=assignment, **_answer(form))
+        services.annotation_submit(assignment=assignment, **form.answer_kwargs())
     except AnnotateError as exc:
         return _framable_by_mturk(render(request, "annotate/worker/task.html", {**context, "error": str(exc)},
                                          status=exc.status))
