@@ -467,7 +467,7 @@ def explain_predictions(
         per_image = []
         for j in range(chosen.shape[1]):
             c = int(chosen[n, j])
-            order = torch.argsort(parts[n, j], descending=True).tolist()
+            order = torch.argsort(parts[n, j], descending=True, stable=True).tolist()
             units = [
                 UnitContribution(
                     channel=k,

@@ -119,3 +119,27 @@ def test_localize_cli_beats_the_centred_box_on_the_synthetic_set(
     assert len(rows) == 161
     err = capsys.readouterr().err
     assert "localize" in err and "160/160" in err  # tqdm progress
+
+
+def test_localize_reads_a_voc_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    voc = tmp_path / "VOC"
+    (voc / "Annotations").mkdir(parents=True)
+    (voc / "JPEGImages").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(voc / "JPEGImages" / f"{i:06d}.jpg")
+        (voc / "Annotations" / f"{i:06d}.xml").write_text(
+            f"<annotation><folder>VOC2012</folder><filename>{i:06d}.jpg</filename><object><name>c{i}</name>"
+            "<bndbox><xmin>3</xmin><ymin>4</ymin><xmax>20</xmax><ymax>18</ymax></bndbox></object></annotation>"
+        )
+    classes = tmp_path / "classes.txt"
+    classes.write_text("".join(f"c{i}\n" for i in range(10)))
+    out = tmp_path / "out"
+    args = ["localize", "--dataset", str(voc), "--model", "toy", "--size", "32", "--out", str(out)]
+    assert main(args) == 2
+    assert "give --classes-file" in capsys.readouterr().err
+    assert main([*args, "--classes-file", str(classes)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 3
+    cases = (out / "cases.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[:2] for row in cases] == [["000000.jpg", "0"], ["000001.jpg", "1"], ["000002.jpg", "2"]]
