@@ -232,6 +232,8 @@ def _samples(args: argparse.Namespace) -> tuple[list[Sample], list[str] | None]:
 def run_localize(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise DissectionError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.gallery < 0:
+        raise DissectionError(f"--gallery must be 0 or more, got {args.gallery}")
     samples, classes = _samples(args)
     model = _load(args)
     if args.method == "cam" and args.layer is not None:

@@ -461,7 +461,8 @@ def write_report(out: str | Path, cases: Sequence[Case], classes: Sequence[str],
     try:
         ranked = sorted(cases, key=lambda c: (-c.iou, c.sample.name))
         best = ranked[:gallery]
-        worst = sorted(ranked[-gallery:], key=lambda c: (c.iou, c.sample.name)) if len(ranked) > gallery else []
+        rest = ranked[len(best):]
+        worst = sorted(rest[max(0, len(rest) - gallery):], key=lambda c: (c.iou, c.sample.name)) if gallery else []
         (staging / "gallery").mkdir()
         sections = []
         for title, chosen in (("Best", best), ("Worst", worst)):

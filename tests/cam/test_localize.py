@@ -23,6 +23,7 @@ from dissection.localize import (
     read_class_names,
     read_xml_boxes,
     threshold_map,
+    write_report,
 )
 
 
@@ -186,3 +187,19 @@ def test_metrics_follow_their_definitions() -> None:
         "full_image_gt_known": 0.0,  # a 10 x 10 object in a 20 x 20 image: IoU 0.25
         "centre_box_gt_known": 1.0,
     }
+
+
+def test_report_gallery_shows_best_and_worst_without_overlap(tmp_path: Path) -> None:
+    _write_png(tmp_path / "img.png", (20, 20))
+    raw = np.zeros((2, 2), np.float32)
+    truth = Box(5, 5, 14, 14)
+    cases = [
+        Case(Sample(tmp_path / "img.png", f"{i}.png", 20, 20, 0, ((0, truth),)), 0, 0.9, truth, i / 4, raw)
+        for i in range(5)
+    ]
+    write_report(tmp_path / "out", cases, ["thing"], gallery=3)
+    page = (tmp_path / "out" / "gallery.html").read_text()
+    assert "Best 3 by IoU" in page and "Worst 2 by IoU" in page and page.count("<img ") == 5
+    write_report(tmp_path / "none", cases, ["thing"], gallery=0)
+    assert "<img " not in (tmp_path / "none" / "gallery.html").read_text()
+    assert (tmp_path / "none" / "metrics.json").is_file()
