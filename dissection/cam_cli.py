@@ -62,7 +62,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     loc = sub.add_parser(
         "localize",
         help="weakly-supervised localization accuracy of CAM boxes, with baselines and a gallery",
-        description="Score CAM boxes (20 %% of the map's max, largest 8-connected region) against ground-truth "
+        description="Score CAM boxes (20 % of the map's max, largest 8-connected region) against ground-truth "
         "boxes at IoU >= 0.5: top-1 and GT-known localization, a whole-image and a centred-box baseline. Writes "
         "metrics.json, cases.csv and gallery.html into --out.",
     )

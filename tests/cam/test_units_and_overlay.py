@@ -17,6 +17,7 @@ from dissection.cam import (
     UnitLabelError,
     explain_predictions,
     load_image,
+    preprocess,
     read_unit_labels,
 )
 from dissection.models import ToyNet
@@ -116,3 +117,12 @@ def test_unreadable_images_raise_image_errors(tmp_path: Path) -> None:
         load_image(broken)
     with pytest.raises(ImageError, match="missing.png does not exist"):
         load_image(tmp_path / "missing.png")
+
+
+def test_preprocess_resizes_without_cropping_or_keeps_a_common_size() -> None:
+    white = Image.new("RGB", (40, 20), (255, 255, 255))
+    batch = preprocess([white, white], 16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    assert batch.shape == (2, 3, 16, 16) and torch.allclose(batch, torch.ones_like(batch))
+    assert preprocess([white], None).shape == (1, 3, 20, 40)
+    with pytest.raises(ImageError, match=r"images of different sizes \[\(20, 20\), \(40, 20\)\]"):
+        preprocess([white, Image.new("RGB", (20, 20))], None)
