@@ -38,8 +38,9 @@ STAFF_PASSWORD = "pw-for-browser-tests-1234"
 UNITS = 3
 IMAGES_PER_UNIT = 12
 
-# Accessibility problems of the page in the browser: images without alt text, broken images, and visible
-# form controls that no label names (label[for], a wrapping label, aria-label or aria-labelledby).
+# Accessibility problems of the page in the browser: images without alt text, broken images, role="img"
+# drawings (the SVG plots) without a name, and visible form controls that no label names (label[for], a
+# wrapping label, aria-label or aria-labelledby).
 _AUDIT_JS = """() => {
   const describe = (el) => el.outerHTML.slice(0, 160);
   const problems = [];
@@ -47,14 +48,17 @@ _AUDIT_JS = """() => {
     if (!(img.getAttribute("alt") || "").trim()) problems.push("image without alt text: " + describe(img));
     if (img.complete && img.naturalWidth === 0) problems.push("broken image: " + describe(img));
   }
+  const named = (el) => (el.getAttribute("aria-label") || "").trim()
+    || (el.getAttribute("aria-labelledby") || "").split(/\\s+/).some(
+         (id) => id && document.getElementById(id) && document.getElementById(id).textContent.trim());
+  for (const el of document.querySelectorAll("[role=img]")) {
+    if (!named(el)) problems.push("role=img drawing without a name: " + describe(el));
+  }
   const controls = document.querySelectorAll("input, select, textarea");
   for (const el of controls) {
     if (["hidden", "submit", "button", "reset", "image"].includes(el.type)) continue;
     if (!el.checkVisibility()) continue;
-    const labelled = (el.labels && [...el.labels].some((l) => l.textContent.trim()))
-      || (el.getAttribute("aria-label") || "").trim()
-      || (el.getAttribute("aria-labelledby") || "").split(/\\s+/).some(
-           (id) => id && document.getElementById(id) && document.getElementById(id).textContent.trim());
+    const labelled = (el.labels && [...el.labels].some((l) => l.textContent.trim())) || named(el);
     if (!labelled) problems.push("form control without a label: " + describe(el));
   }
   return problems;
@@ -231,7 +235,8 @@ def staff(django_user_model: Any, transactional_db: None) -> Any:
 
 @pytest.fixture
 def log_in(check_page: Callable[[Page, str], None], staff: Any) -> Callable[[Page], None]:
-    """log_in(page): the requester logs in through the login form and lands on the dashboard."""
+    """log_in(page): the requester logs in through the login form and lands on the dashboard (both
+    pages checked)."""
     def do(page: Page) -> None:
         page.goto("/accounts/login/")
         check_page(page, "login")
@@ -239,5 +244,6 @@ def log_in(check_page: Callable[[Page, str], None], staff: Any) -> Callable[[Pag
         page.get_by_label("Password").fill(STAFF_PASSWORD)
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url("**/")
+        check_page(page, "dashboard_after_login")
     return do
 

@@ -44,7 +44,6 @@ def test_requester_creates_publishes_reviews_and_exports_a_batch(
         expect_http_error: Callable[[Page, int], None], run: DissectionRun, tmp_path: Path) -> None:
     log_in(page)
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
-    check_page(page, "dashboard_before")
 
     page.get_by_role("link", name="Create a batch from units").click()
     page.get_by_label("Title", exact=True).fill("Label conv4 of the drawn run")
