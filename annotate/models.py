@@ -305,3 +305,40 @@ class Annotation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.words} ({self.category})"
+
+
+class Shard(models.Model):
+    """One piece of a run's map-reduce: a scan or tally over images [start, stop) of the probe set, or the
+    render of one layer. Unique per (run, phase, layer, index), so a repeated delivery finds its own row and
+    never counts twice; `deliveries` caps redeliveries after worker crashes."""
+
+    class Phase(models.TextChoices):
+        SCAN = "scan", "Scan"
+        TALLY = "tally", "Tally"
+        RENDER = "render", "Render"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    run = models.ForeignKey(DissectionRun, on_delete=models.CASCADE, related_name="shards")
+    phase = models.CharField(max_length=16, choices=Phase.choices)
+    layer = models.CharField(max_length=200, blank=True, help_text="Render shards only; scan and tally cover "
+                                                                    "every layer of the run")
+    index = models.PositiveIntegerField()
+    start = models.PositiveIntegerField(default=0)
+    stop = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    deliveries = models.PositiveIntegerField(default=0)
+    progress = models.FloatField(default=0.0)
+    result_keys = models.JSONField(default=dict, blank=True, help_text="Storage key of the result per layer")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["run_id", "phase", "layer", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "phase", "layer", "index"],
+                                               name="shard_unique_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}/{self.phase}/{self.layer or '*'}#{self.index}"
