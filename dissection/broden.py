@@ -113,21 +113,21 @@ class ProbeSet:
         return labels
 
     def load_labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(numbers, onehot): the label numbers present in image `index` (ascending, int64) and an
-        (sh*sw) x len(numbers) uint8 matrix, 1 where the pixel carries the label in any layer. An image-level
-        label's column is all ones (it covers the whole mask); a label repeated across layers counts once."""
+        """(numbers, onehot): the label numbers present in image `index` (ascending, int64) and a
+        len(numbers) x (sh*sw) uint8 matrix, 1 where the pixel carries the label in any layer. An image-level
+        label's row is all ones (it covers the whole mask); a label repeated across layers counts once."""
         record = self.images[index]
         pixels = self.mask_size[0] * self.mask_size[1]
         layers = [self.load_layer(index, name).reshape(-1) for name in record.layers]
         numbers = np.unique(np.concatenate([*layers, np.asarray(record.scalars, np.int32), np.zeros(1, np.int32)]))
         numbers = numbers[numbers > 0].astype(np.int64)
-        onehot = np.zeros((pixels, numbers.size), np.uint8)
+        onehot = np.zeros((numbers.size, pixels), np.uint8)
         position = np.arange(pixels)
         for layer in layers:
             labelled = layer > 0
-            onehot[position[labelled], np.searchsorted(numbers, layer[labelled])] = 1
+            onehot[np.searchsorted(numbers, layer[labelled]), position[labelled]] = 1
         if record.scalars:
-            onehot[:, np.searchsorted(numbers, np.asarray(record.scalars))] = 1
+            onehot[np.searchsorted(numbers, np.asarray(record.scalars))] = 1
         return numbers, onehot
 
 

@@ -41,11 +41,14 @@ class ImageDataset(Dataset):
 
 @dataclass(frozen=True)
 class ImageLabels:
-    """An image's labels: numbers present, the pixel x label one-hot, and each label's pixel count."""
+    """An image's labels: the numbers present, each label's pixel count, and a float32 tensor of
+    (len(numbers) + 1) x pixels: the label x pixel one-hot plus a last row of ones, so that one matrix
+    product gives both |M_k ∩ L_c| and |M_k|. Built in the worker; tensors cross to the main process
+    through shared memory."""
 
     index: int
     numbers: np.ndarray
-    onehot: np.ndarray
+    onehot: torch.Tensor
     truth: np.ndarray
 
 
@@ -64,7 +67,9 @@ class LabelDataset(Dataset):
             numbers, onehot = self.probe.load_labels(index)
         except ProbeSetError as error:
             return index, str(error)
-        return ImageLabels(index, numbers, onehot, onehot.sum(0, dtype=np.int64))
+        rows = torch.ones((numbers.size + 1, onehot.shape[1]), dtype=torch.float32)
+        rows[:-1] = torch.from_numpy(onehot)
+        return ImageLabels(index, numbers, rows, onehot.sum(1, dtype=np.int64))
 
 
 def _as_list(batch: list) -> list:

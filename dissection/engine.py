@@ -272,31 +272,57 @@ class ModelActivations:
 
 
 class ArrayActivations:
-    """Precomputed activations: an .npy of images x units x h x w (memory-mapped), rows in `rows` order.
+    """Precomputed activations: an .npy of images x units x h x w, rows in index.csv order.
 
-    `rows[i]` is the file row of image index i; by default the file holds every image in index.csv order.
+    Rows are read with plain file reads, not a memory map, so that a file larger than RAM never inflates the
+    process's resident memory. `rows[i]` is the file row of image index i (default: i).
     """
 
     def __init__(self, path: str | Path, layer: str, probe: ProbeSet, *, device: str = "auto",
                  rows: np.ndarray | None = None) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"activations file {path} does not exist")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"activations file {self.path} does not exist")
         try:
-            self.array = np.load(path, mmap_mode="r", allow_pickle=False)
+            with self.path.open("rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
+                    np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(handle)
+                self.offset = handle.tell()
         except (OSError, ValueError) as error:
-            raise ModelError(f"{path}: not a readable .npy file ({error})") from None
-        if self.array.ndim != 4:
-            raise LayerError(f"{path}: activations have shape {self.array.shape}; need images x units x h x w")
-        expected = len(probe) if rows is None else int(rows.max()) + 1
-        if rows is None and self.array.shape[0] != expected:
+            raise ModelError(f"{self.path}: not a readable .npy file ({error})") from None
+        if len(shape) != 4 or fortran or dtype.hasobject:
+            raise LayerError(f"{self.path}: activations have shape {shape}; need a C-order images x units x h x w")
+        if rows is None and shape[0] != len(probe):
             raise ModelError(
-                f"{path}: holds {self.array.shape[0]} rows of activations but {probe.root / 'index.csv'} "
+                f"{self.path}: holds {shape[0]} rows of activations but {probe.root / 'index.csv'} "
                 f"lists {len(probe)} images"
             )
+        self.shape, self.dtype = tuple(shape), dtype
         self.rows = np.arange(len(probe)) if rows is None else rows
         self.layers = (layer,)
         self.device = resolve_device(device)
+
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        file_rows = self.rows[indices]
+        if (file_rows < 0).any():
+            raise DissectionError(f"{self.path}: holds no activations for image {int(indices[file_rows < 0][0])}")
+        row_values = int(np.prod(self.shape[1:]))
+        out = np.empty((len(file_rows), *self.shape[1:]), np.float32)
+        with self.path.open("rb") as handle:
+            i = 0
+            while i < len(file_rows):
+                j = i + 1
+                while j < len(file_rows) and file_rows[j] == file_rows[j - 1] + 1:
+                    j += 1
+                handle.seek(self.offset + int(file_rows[i]) * row_values * self.dtype.itemsize)
+                values = np.fromfile(handle, self.dtype, (j - i) * row_values)
+                if values.size != (j - i) * row_values:
+                    raise ModelError(f"{self.path}: file is truncated at row {int(file_rows[i])}")
+                out[i:j] = values.reshape(j - i, *self.shape[1:])
+                i = j
+        return out
 
     def batches(
         self, probe: ProbeSet, indices: Sequence[int], *, batch_size: int
@@ -304,17 +330,27 @@ class ArrayActivations:
         indices = np.asarray(indices, np.int64)
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            file_rows = self.rows[chunk]
-            if np.all(np.diff(file_rows) == 1):
-                block = self.array[file_rows[0] : file_rows[-1] + 1]
-            else:
-                block = self.array[file_rows]
-            tensor = torch.from_numpy(np.array(block, dtype=np.float32))
-            yield chunk, {self.layers[0]: tensor.to(self.device)}
+            yield chunk, {self.layers[0]: torch.from_numpy(self._read(chunk)).to(self.device)}
 
     def maps(self, indices: np.ndarray) -> np.ndarray:
-        """Activation maps of the given image indices (for tiles)."""
-        return np.asarray(self.array[self.rows[np.asarray(indices, np.int64)]], np.float32)
+        """Activation maps (float32) of the given image indices, for tiles."""
+        return self._read(np.asarray(indices, np.int64))
+
+
+class _CacheWriter:
+    """Appends float32 rows to an .npy file through ordinary writes (no memory map, so no resident growth)."""
+
+    def __init__(self, path: Path, rows: int, row_shape: tuple[int, ...]) -> None:
+        self.handle = path.open("wb")
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                  "shape": (rows, *row_shape)}
+        np.lib.format.write_array_header_1_0(self.handle, header)
+
+    def write(self, acts: np.ndarray) -> None:
+        self.handle.write(np.ascontiguousarray(acts, np.float32).tobytes())
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 ActivationSource = ModelActivations | ArrayActivations
@@ -381,26 +417,25 @@ def scan(
     indices = np.arange(len(probe)) if indices is None else np.asarray(indices, np.int64)
     device = getattr(source, "device", torch.device("cpu"))
     accumulators = {layer: _ScanAccumulator(layer, len(probe), topk, device) for layer in source.layers}
-    caches: dict[str, np.memmap] = {}
+    caches: dict[str, _CacheWriter] = {}
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         np.save(Path(cache_dir) / "indices.npy", indices)
     done = 0
-    for rows, outputs in source.batches(probe, indices, batch_size=batch_size):
-        for layer, acts in outputs.items():
-            accumulators[layer].add(rows, acts)
-            if cache_dir is not None:
-                if layer not in caches:
-                    caches[layer] = np.lib.format.open_memmap(
-                        Path(cache_dir) / f"{layer}.npy", mode="w+", dtype=np.float32,
-                        shape=(len(indices), *acts.shape[1:]),
-                    )
-                caches[layer][done : done + len(rows)] = acts.cpu().numpy()
-        done += len(rows)
-        if progress:
-            progress(done, len(indices))
-    for cache in caches.values():
-        cache.flush()
+    try:
+        for rows, outputs in source.batches(probe, indices, batch_size=batch_size):
+            for layer, acts in outputs.items():
+                accumulators[layer].add(rows, acts)
+                if cache_dir is not None:
+                    if layer not in caches:
+                        caches[layer] = _CacheWriter(Path(cache_dir) / f"{layer}.npy", len(indices), acts.shape[1:])
+                    caches[layer].write(acts.cpu().numpy())
+            done += len(rows)
+            if progress:
+                progress(done, len(indices))
+    finally:
+        for cache in caches.values():
+            cache.close()
     return {layer: accumulator.state() for layer, accumulator in accumulators.items()}
 
 
@@ -441,6 +476,7 @@ def tally(
         t64 = np.asarray(thresholds[layer], np.float64)
         sums[layer] = {
             "t64": t64, "t32": torch.from_numpy(float32_below(t64)).to(device),
+            "t64_tensor": torch.from_numpy(t64).to(device),
             "intersect": torch.zeros((t64.size, labels), dtype=torch.int64, device=device),
             "activation": torch.zeros((t64.size, cats), dtype=torch.int64, device=device),
         }
@@ -450,13 +486,16 @@ def tally(
     for (rows, outputs), image_labels in zip(source.batches(probe, indices, batch_size=batch_size), label_stream):
         for item in image_labels:
             truth[item.numbers] += item.truth
-        onehots = [torch.from_numpy(item.onehot).to(device=device, dtype=torch.float32) for item in image_labels]
+        onehots = [item.onehot.to(device) for item in image_labels]
         numbers = [torch.from_numpy(item.numbers).to(device) for item in image_labels]
         for layer, acts in outputs.items():
             s = sums[layer]
             if acts.shape[1] != s["t64"].size:
                 raise LayerError(f"layer {layer!r} has {acts.shape[1]} units but {s['t64'].size} thresholds")
-            _tally_batch(acts, s["t32"], onehots, numbers, categories, probe.mask_size, semantics,
+            if "axes" not in s:
+                s["axes"] = (_axis(acts.shape[2], probe.mask_size[0], device),
+                             _axis(acts.shape[3], probe.mask_size[1], device))
+            _tally_batch(acts, s["t32"], s["t64_tensor"], onehots, numbers, categories, s["axes"], semantics,
                          s["intersect"], s["activation"])
         done += len(rows)
         if progress:
@@ -469,29 +508,104 @@ def tally(
     }
 
 
+@dataclass(frozen=True)
+class _Axis:
+    """Bilinear sampling (align_corners=False, as F.interpolate) along one axis: per output coordinate its two
+    source indices and float64 weights; per source index the output coordinates it reaches (-1 = padding)."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    w_lo: torch.Tensor
+    w_hi: torch.Tensor
+    reach: torch.Tensor
+
+
+def _axis(size_in: int, size_out: int, device: torch.device | str) -> _Axis:
+    src = np.maximum((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
+    hi = np.minimum(lo + 1, size_in - 1)
+    w_hi = src - lo
+    reach_lists: list[list[int]] = [[] for _ in range(size_in)]
+    for out in range(size_out):
+        for source in sorted({int(lo[out]), int(hi[out])}):
+            reach_lists[source].append(out)
+    reach = np.full((size_in, max(map(len, reach_lists))), -1, np.int64)
+    for source, outs in enumerate(reach_lists):
+        reach[source, : len(outs)] = outs
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(device)
+
+    return _Axis(tensor(lo), tensor(hi), tensor(1 - w_hi), tensor(w_hi), tensor(reach))
+
+
+def _bilinear_at(maps: torch.Tensor, p: torch.Tensor, y: torch.Tensor, x: torch.Tensor, ay: _Axis,
+                 ax: _Axis) -> torch.Tensor:
+    """The bilinear upsampling of maps[p] at output pixels (y, x), in float64 from the definition."""
+    flat = maps.reshape(-1)
+    h, w = maps.shape[1:]
+    base = p * (h * w)
+    row0, row1 = base + ay.lo[y] * w, base + ay.hi[y] * w
+    x0, x1, wx0, wx1 = ax.lo[x], ax.hi[x], ax.w_lo[x], ax.w_hi[x]
+    top = wx0 * flat[row0 + x0].double() + wx1 * flat[row0 + x1].double()
+    bottom = wx0 * flat[row1 + x0].double() + wx1 * flat[row1 + x1].double()
+    return ay.w_lo[y] * top + ay.w_hi[y] * bottom
+
+
 def _tally_batch(
-    acts: torch.Tensor, t32: torch.Tensor, onehots: list[torch.Tensor], numbers: list[torch.Tensor],
-    categories: torch.Tensor, mask_size: tuple[int, int], semantics: str,
+    acts: torch.Tensor, t32: torch.Tensor, t64: torch.Tensor, onehots: list[torch.Tensor], numbers: list[torch.Tensor],
+    categories: torch.Tensor, axes: tuple[_Axis, _Axis], semantics: str,
     intersect: torch.Tensor, activation: torch.Tensor,
 ) -> None:
-    """Add one batch's counts; only the (image, unit) pairs whose map exceeds T_k are upsampled."""
-    active = acts.amax(dim=(2, 3)) > t32
-    for b in range(acts.shape[0]):
-        units = torch.nonzero(active[b], as_tuple=True)[0]
-        if units.numel() == 0:
+    """Add one batch's counts.
+
+    Only (image, unit) pairs whose map exceeds T_k are looked at, and in them only the output pixels within
+    reach of a source position above T_k (bilinear values are convex combinations of their four sources, so
+    no other pixel can exceed T_k): typically a tenth of the mask, upsampled in float64 and compared with
+    the float64 T_k.
+    """
+    ay, ax = axes
+    pixels = ay.lo.numel() * ax.lo.numel()
+    pair_b, pair_k = torch.nonzero(acts.amax(dim=(2, 3)) > t32, as_tuple=True)
+    if pair_b.numel() == 0:
+        return
+    maps = acts[pair_b, pair_k]
+    t = t32[pair_k]
+    hot_p, hot_i, hot_j = torch.nonzero(maps > t[:, None, None], as_tuple=True)
+    ys, xs = ay.reach[hot_i], ax.reach[hot_j]
+    shape = (hot_p.numel(), ys.shape[1], xs.shape[1])
+    y = ys[:, :, None].expand(shape)
+    x = xs[:, None, :].expand(shape)
+    valid = (y >= 0) & (x >= 0)
+    p, y, x = hot_p[:, None, None].expand(shape)[valid], y[valid], x[valid]
+    above = _bilinear_at(maps, p, y, x, ay, ax) > t64[pair_k[p]]
+    key = torch.unique(p[above] * pixels + y[above] * ax.lo.numel() + x[above])
+    entry_p, entry_pixel = key // pixels, key % pixels
+    batch = acts.shape[0]
+    pair_counts = torch.bincount(pair_b, minlength=batch).tolist()
+    entry_counts = torch.bincount(pair_b[entry_p], minlength=batch).tolist()
+    pair_start = entry_start = 0
+    for b in range(batch):
+        n_pairs, n_entries = pair_counts[b], entry_counts[b]
+        if n_pairs == 0:
             continue
-        up = F.interpolate(acts[b, units].unsqueeze(1), size=mask_size, mode="bilinear", align_corners=False)
-        mask = (up.flatten(1) > t32[units, None]).to(torch.float32)
-        size = mask.sum(1).round().to(torch.int64)
+        units = pair_k[pair_start : pair_start + n_pairs]
+        counts = torch.zeros((n_pairs, onehots[b].shape[0]), dtype=torch.float32, device=acts.device)
+        if n_entries:
+            entries = slice(entry_start, entry_start + n_entries)
+            counts.index_add_(0, entry_p[entries] - pair_start, onehots[b][:, entry_pixel[entries]].T)
+        counts = counts.round_().to(torch.int64)
+        inter, size = counts[:, :-1], counts[:, -1]  # the last one-hot row is all ones: |M_k|
         label_cats = categories[numbers[b]]
-        inter = (mask @ onehots[b]).round()
-        intersect[units[:, None], numbers[b][None, :]] += inter.to(torch.int64)
+        intersect[units[:, None], numbers[b][None, :]] += inter
         if semantics == "paper":
             present = (label_cats.sum(0) > 0).to(torch.int64)
             activation[units] += size[:, None] * present[None, :]
         else:
-            hit = ((inter > 0).to(torch.float32) @ label_cats > 0).to(torch.int64)
+            hit = (((inter > 0).to(torch.float32) @ label_cats) > 0).to(torch.int64)
             activation[units] += size[:, None] * hit
+        pair_start += n_pairs
+        entry_start += n_entries
 
 
 @dataclass(frozen=True)

@@ -29,22 +29,32 @@ CATEGORY_COLORS = {
 }
 
 
+_DIMMED = np.rint(np.arange(256) * OUTSIDE_BRIGHTNESS).astype(np.uint8)
+
+
 def highlight(images: np.ndarray, maps: np.ndarray, threshold: float) -> np.ndarray:
     """Tiles (n x H x W x 3 uint8) for images (n x H x W x 3 uint8) and their maps (n x h x w)."""
     up = F.interpolate(torch.from_numpy(np.ascontiguousarray(maps, np.float32)).unsqueeze(1),
                        size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
     inside = (up > threshold).numpy()[..., None]
-    return np.where(inside, images, np.rint(images * OUTSIDE_BRIGHTNESS)).astype(np.uint8)
+    return np.where(inside, images, _DIMMED[images])
 
 
 def strip(tiles: np.ndarray) -> Image.Image:
-    """Tiles side by side on white, scaled to at most STRIP_HEIGHT px high."""
+    """Tiles side by side on white, scaled to at most STRIP_HEIGHT px high (an integer reduction when the
+    tile height is a multiple of it)."""
     n, height, width = tiles.shape[:3]
-    scale = min(1.0, STRIP_HEIGHT / height)
-    h, w = max(1, round(height * scale)), max(1, round(width * scale))
-    canvas = Image.new("RGB", (max(1, n * w + (n - 1) * _GAP), h), "white")
-    for i, tile in enumerate(tiles):
-        canvas.paste(Image.fromarray(tile).resize((w, h), Image.BILINEAR), (i * (w + _GAP), 0))
+    factor = height / STRIP_HEIGHT
+    images = [Image.fromarray(tile) for tile in tiles]
+    if factor > 1 and factor.is_integer() and width % int(factor) == 0:
+        images = [image.reduce(int(factor)) for image in images]
+    elif factor > 1:
+        size = (max(1, round(width / factor)), STRIP_HEIGHT)
+        images = [image.resize(size, Image.BILINEAR) for image in images]
+    w, h = images[0].size
+    canvas = Image.new("RGB", (n * w + (n - 1) * _GAP, h), "white")
+    for i, image in enumerate(images):
+        canvas.paste(image, (i * (w + _GAP), 0))
     return canvas
 
 

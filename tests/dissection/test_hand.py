@@ -113,9 +113,9 @@ def test_two_part_layers_and_image_level_labels_decode_into_one_onehot(hand_case
     probe = load_probe_set(hand_case[0])
     numbers, onehot = probe.load_labels(0)
     assert numbers.tolist() == [1, 2, 3, 4]
-    assert onehot.sum(0).tolist() == [4, 4, 2, 1]
+    assert onehot.sum(1).tolist() == [4, 4, 2, 1]
     numbers, onehot = probe.load_labels(1)
     assert numbers.tolist() == [1, 5, 300]
-    assert onehot.sum(0).tolist() == [1, 16, 4]
+    assert onehot.sum(1).tolist() == [1, 16, 4]
     numbers, onehot = probe.load_labels(5)
-    assert numbers.size == 0 and onehot.shape == (16, 0)
+    assert numbers.size == 0 and onehot.shape == (0, 16)
