@@ -9,8 +9,7 @@ their latest answer; rejected answers and abandoned assignments count never.
 """
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,8 +19,6 @@ from django.urls import reverse
 
 from annotate import comparison
 from annotate.models import Annotation, Assignment, Batch, DissectionRun, Task, Unit
-
-log = logging.getLogger(__name__)
 
 COUNTED = (Assignment.Status.SUBMITTED, Assignment.Status.APPROVED)
 """Assignments whose answer enters the statistics (a rejected answer was judged unusable)."""
@@ -200,7 +197,3 @@ def batch_consensus_words(*, batch: Batch) -> dict[int, str]:
             words[unit.pk] = word
     return words
 
-
-def summary_tables(summary: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Every downloadable table of a summary by name; `summary` itself is offered as JSON only."""
-    return dict(summary["tables"])

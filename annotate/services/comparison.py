@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from urllib import error as urlerror
 from urllib import parse, request
 
+from django.conf import settings
 from django.db import transaction
 from django.urls import Resolver404, resolve, reverse
 from tqdm import tqdm
@@ -97,24 +98,36 @@ class Browser(Protocol):
     def post(self, path: str, data: Mapping[str, Any]) -> Page: ...
 
 
+def _in_process_host() -> str:
+    """A host name ALLOWED_HOSTS accepts, so that in-process requests pass the same checks as real ones."""
+    for host in settings.ALLOWED_HOSTS:
+        name = "localhost" if host == "*" else host.lstrip(".")
+        if name:
+            return name
+    return "localhost"
+
+
 class _TestClientBrowser:
-    """In-process: the real URLs, middleware (CSRF enforced) and views, without a server."""
+    """In-process: the real URLs, middleware and views, without a server. Requests are HTTPS to an allowed
+    host with CSRF enforced (token and Referer), so production settings (SSL redirect) let them through."""
 
     def __init__(self) -> None:
         from django.test import Client
 
-        self.client = Client(enforce_csrf_checks=True)
+        self.host = _in_process_host()
+        self.client = Client(enforce_csrf_checks=True, HTTP_HOST=self.host)
 
     def _csrf(self) -> str:
         cookie = self.client.cookies.get("csrftoken")
         return cookie.value if cookie else ""
 
     def get(self, path: str) -> Page:
-        response = self.client.get(path)
+        response = self.client.get(path, secure=True)
         return Page(response.status_code, response.get("Location", ""), response.content.decode())
 
     def post(self, path: str, data: Mapping[str, Any]) -> Page:
-        response = self.client.post(path, {**data, "csrfmiddlewaretoken": self._csrf()})
+        response = self.client.post(path, {**data, "csrfmiddlewaretoken": self._csrf()}, secure=True,
+                                    headers={"referer": f"https://{self.host}{path}"})
         return Page(response.status_code, response.get("Location", ""), response.content.decode())
 
 

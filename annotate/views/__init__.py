@@ -202,8 +202,8 @@ def mturk_task(request: HttpRequest, task_id: str) -> HttpResponse:
                              batch__provider=Provider.MTURK)
     assignment_id = request.GET.get("assignmentId", "")
     if not assignment_id or assignment_id == mturk_provider.PREVIEW_ASSIGNMENT_ID:
-        return _framable_by_mturk(render(request, "annotate/worker/task.html",
-                                         _task_context(task, preview=True, mturk=True, form=answer_form(task.kind, ranks=[]))))
+        return _framable_by_mturk(render(request, "annotate/worker/task.html", _task_context(
+            task, preview=True, mturk=True, form=answer_form(task.kind, ranks=[]))))
     worker_id, hit_id = request.GET.get("workerId", ""), request.GET.get("hitId", "")
     submit_to = _submit_host(request.GET.get("turkSubmitTo", ""))
     if not worker_id or submit_to is None:

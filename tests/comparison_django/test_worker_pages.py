@@ -54,7 +54,8 @@ def test_verify_task_pages(verification: Batch) -> None:
     html = response.content.decode()
     assert re.search(r'<legend>Does this label describe most of these images\?</legend>', html)
     for value, text in (("yes", "Yes"), ("no", "No")):
-        match = re.search(rf'<label for="([^"]+)"><input type="radio" name="answer" value="{value}" id="([^"]+)" required> {text}</label>', html)
+        match = re.search(rf'<label for="([^"]+)"><input type="radio" name="answer" value="{value}" '
+                          rf'id="([^"]+)" required> {text}</label>', html)
         assert match and match.group(1) == match.group(2)
     assert html.count('<img src="') == verification.images_per_task
     work = response.redirect_chain[-1][0]
