@@ -169,3 +169,16 @@ def test_unmappable_dissection_category_is_named(staff_client: Client, make_batc
     html = _dashboard(staff_client, batch)
     assert "unit conv4#50 of run &#x27;compare run&#x27;: category &#x27;stuff&#x27; is not a Broden category" in html
     assert comparison_summarize(data=batch_comparison_input(batch=batch))["tables"]["units"][0]["auto_label"] is None
+
+
+def test_csv_cells_never_start_a_formula(staff_client: Client, batch: Batch) -> None:
+    worker = Client()
+    worker.post(reverse("annotate:batch_start", args=[batch.public_id]), {"worker_id": "@SUM"})
+    preview = worker.get(reverse("annotate:batch_next", args=[batch.public_id]), follow=True)
+    accepted = worker.post(preview.request["PATH_INFO"], follow=True)
+    done = worker.post(accepted.redirect_chain[-1][0], {"words": "red", "category": "color"})
+    assert done.status_code == 302
+    base = reverse("annotate:batch_comparison", args=[batch.public_id])
+    rows = list(csv.DictReader(io.StringIO(staff_client.get(f"{base}workers.csv").content.decode())))
+    assert [row["worker"] for row in rows] == ["'@SUM"]
+    assert json.loads(staff_client.get(f"{base}workers.json").content)[0]["worker"] == "@SUM"

@@ -140,3 +140,13 @@ def test_simulator_reports_an_unreachable_server(batch: Batch) -> None:
         crowd_simulate(batch=batch, workers=1, spammers=0, accuracy=1.0, client="http://127.0.0.1:9")
     with pytest.raises(SimulationError, match="expected http"):
         crowd_simulate(batch=batch, workers=1, spammers=0, accuracy=1.0, client="ftp://x")
+
+
+def test_in_process_crowd_under_production_settings(settings, batch: Batch) -> None:
+    """HTTPS redirect on and no 'testserver' among the allowed hosts, as under `manage.py demo` in production."""
+    settings.SECURE_SSL_REDIRECT = True
+    settings.ALLOWED_HOSTS = [".units.example.org"]
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
+    result = crowd_simulate(batch=batch, workers=2, spammers=0, accuracy=1.0, limit=3)
+    assert result.submitted == 3
+    assert Annotation.objects.filter(assignment__task__batch=batch).count() == 3
