@@ -70,10 +70,14 @@ def run_synonyms(*, run: DissectionRun) -> dict[str, str] | None:
     return comparison.synonyms_from_label_csv(path)
 
 
-def _synonyms(runs: Iterable[DissectionRun]) -> dict[str, str] | None:
+def _synonyms(runs: Iterable[DissectionRun], notes: list[str]) -> dict[str, str] | None:
+    """The runs' synonym maps merged (the first run wins a clash); an unreadable label.csv becomes a note."""
     merged: dict[str, str] = {}
     for run in runs:
-        merged = {**(run_synonyms(run=run) or {}), **merged}
+        try:
+            merged = {**(run_synonyms(run=run) or {}), **merged}
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            notes.append(f"run {run.name!r}: synonyms are not used: {exc}")
     return merged or None
 
 
@@ -164,7 +168,8 @@ def batch_comparison_input(*, batch: Batch) -> ComparisonInput:
         label = label.filter(assignment__task__unit__in=[unit.pk for unit in units])
     notes: list[str] = []
     records = _records(units, label, notes)
-    return ComparisonInput(records, _verification(units), _synonyms({unit.run for unit in units}), notes)
+    synonyms = _synonyms(dict.fromkeys(unit.run for unit in units), notes)
+    return ComparisonInput(records, _verification(units), synonyms, notes)
 
 
 def run_comparison_input(*, run: DissectionRun) -> ComparisonInput:
@@ -172,7 +177,7 @@ def run_comparison_input(*, run: DissectionRun) -> ComparisonInput:
     label = Annotation.objects.filter(assignment__task__kind=Task.Kind.LABEL, assignment__task__unit__run=run)
     notes: list[str] = []
     records = _records(units, label, notes)
-    return ComparisonInput(records, _verification(units), _synonyms([run]), notes)
+    return ComparisonInput(records, _verification(units), _synonyms([run], notes), notes)
 
 
 def comparison_summarize(*, data: ComparisonInput, aggregation: Aggregation = "dawid_skene",
@@ -187,7 +192,7 @@ def comparison_summarize(*, data: ComparisonInput, aggregation: Aggregation = "d
 def batch_consensus_words(*, batch: Batch) -> dict[int, str]:
     """unit pk -> the human consensus word (normalized, synonyms applied) of the batch's label answers."""
     units = batch_units(batch=batch)
-    synonyms = _synonyms({unit.run for unit in units})
+    synonyms = _synonyms(dict.fromkeys(unit.run for unit in units), [])
     latest = _latest_per_worker(_counted(Annotation.objects.filter(
         assignment__task__batch=batch, assignment__task__kind=Task.Kind.LABEL)))
     words: dict[int, str] = {}
