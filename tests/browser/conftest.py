@@ -24,7 +24,8 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 import pytest  # noqa: E402
 from django.test import override_settings  # noqa: E402
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright  # noqa: E402
+from playwright.sync_api import (Browser, BrowserContext, ConsoleMessage, Page, Playwright,  # noqa: E402
+                                 expect, sync_playwright)
 
 from annotate import services  # noqa: E402
 from annotate.models import Batch, DissectionRun, Unit  # noqa: E402
@@ -34,6 +35,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
                  "--disable-sync", "--disable-gpu", "--no-first-run"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 VIEWPORT = {"width": 1100, "height": 800}
+# Generous: two shared cores may be busy with the rest of the suite; a passing step never waits this long.
+TIMEOUT_MS = 30_000
+expect.set_options(timeout=TIMEOUT_MS)
 STAFF_PASSWORD = "pw-for-browser-tests-1234"
 UNITS = 3
 IMAGES_PER_UNIT = 12
@@ -63,6 +67,15 @@ _AUDIT_JS = """() => {
   }
   return problems;
 }"""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """Keep the call phase's report on the item, so `tabs` knows at teardown whether the test passed."""
+    report = yield
+    if report.when == "call":
+        item.report_call = report  # type: ignore[attr-defined]
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -110,11 +123,11 @@ class Tabs:
     def __init__(self, browser: Browser, base_url: str) -> None:
         self.browser, self.base_url = browser, base_url
         self.logs: dict[int, tuple[Page, PageLog]] = {}
-        self.contexts: list[Any] = []
+        self.contexts: list[BrowserContext] = []
 
     def open(self) -> Page:
         context = self.browser.new_context(base_url=self.base_url, viewport=VIEWPORT, accept_downloads=True)
-        context.set_default_timeout(10_000)
+        context.set_default_timeout(TIMEOUT_MS)
         self.contexts.append(context)
         page = context.new_page()
         log = PageLog()
@@ -127,14 +140,15 @@ class Tabs:
     def log(self, page: Page) -> PageLog:
         return self.logs[id(page)][1]
 
-    def close(self) -> list[str]:
-        """Close every context; return every problem seen (console errors, pages never checked)."""
+    def close(self, *, test_passed: bool) -> list[str]:
+        """Close every context; return every problem seen: console errors, and pages never checked (only
+        worth saying when the test got to its end)."""
         for context in self.contexts:
             context.close()
         problems = []
         for page, log in self.logs.values():
             problems += log.errors
-            for url in log.visited:
+            for url in log.visited if test_passed else []:
                 if url != "about:blank" and url not in log.checked and not any(
                         pattern.search(url) for pattern in log.unchecked_ok):
                     problems.append(f"page opened but never checked with check_page: {url}")
@@ -145,16 +159,20 @@ def _on_console(log: PageLog, message: ConsoleMessage) -> None:
     if message.type != "error":
         return
     text = f"console error: {message.text} ({message.location.get('url', '')})"
-    if not any(pattern.search(text) for pattern in log.allowed_errors):
+    allowed = next((pattern for pattern in log.allowed_errors if pattern.search(text)), None)
+    if allowed is None:
         log.errors.append(text)
+    else:
+        log.allowed_errors.remove(allowed)
 
 
 @pytest.fixture
-def tabs(browser: Browser, live_server: Any) -> Iterator[Tabs]:
+def tabs(browser: Browser, live_server: Any, request: pytest.FixtureRequest) -> Iterator[Tabs]:
     """`tabs.open()` gives a fresh tab on the live server; at teardown no tab may have logged an error."""
     opened = Tabs(browser, live_server.url)
     yield opened
-    problems = opened.close()
+    call = getattr(request.node, "report_call", None)
+    problems = opened.close(test_passed=call is not None and call.passed)
     assert not problems, "\n".join(problems)
 
 
@@ -180,7 +198,7 @@ def check_page(tabs: Tabs) -> Callable[[Page, str], None]:
 @pytest.fixture
 def expect_http_error(tabs: Tabs) -> Callable[[Page, int], None]:
     """expect_http_error(page, status): the next page answers `status` on purpose (a 4xx with the form
-    shown again), so Chromium's one 'Failed to load resource' line for it is not an error."""
+    shown again), so Chromium's one 'Failed to load resource' line for it is not an error (once)."""
     def allow(page: Page, status: int) -> None:
         tabs.log(page).allowed_errors.append(
             re.compile(rf"Failed to load resource: the server responded with a status of {status} "))
