@@ -31,8 +31,16 @@ TABLE_TITLES = {
     "units": "Units",
 }
 """The tables in the order the dashboard shows them."""
-HEADLINE = ("fleiss_kappa", "krippendorff_alpha", "word_agreement", "category_agreement", "cohen_kappa",
-            "concept_match_rate", "mean_precision")
+HEADLINE = {
+    "fleiss_kappa": "Fleiss' κ (categories, among workers)",
+    "krippendorff_alpha": "Krippendorff's α (categories, among workers)",
+    "word_agreement": "Word agreement among workers",
+    "category_agreement": "Human = dissection category",
+    "cohen_kappa": "Cohen's κ, human versus dissection",
+    "concept_match_rate": "Consensus word = dissection label",
+    "mean_precision": "Mean image precision",
+}
+"""The summary statistics shown first, with their names on the page."""
 SUMMARY = "summary"
 
 
@@ -62,8 +70,8 @@ def _display(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _headline(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"name": name, "value": summary.get(name), "ci": summary["ci"].get(name),
-             "reason": summary["reasons"].get(name)} for name in HEADLINE]
+    return [{"name": name, "label": label, "value": summary.get(name), "ci": summary["ci"].get(name),
+             "reason": summary["reasons"].get(name)} for name, label in HEADLINE.items()]
 
 
 def _dashboard(request: HttpRequest, *, subject: str, data: selectors.ComparisonInput, export_url: str,

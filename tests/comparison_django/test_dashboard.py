@@ -57,6 +57,10 @@ def test_dashboard_with_many_answers_and_verification(staff_client: Client, batc
     assert "Create blind verification tasks" in html
     summary = comparison_summarize(data=batch_comparison_input(batch=batch))
     assert summary["tables"]["disagreements"], "a noisy crowd disagrees with some dissection label"
+    for name in ("fleiss_kappa", "krippendorff_alpha", "category_agreement", "cohen_kappa", "concept_match_rate"):
+        stat = re.search(rf'<li id="stat-{name}">(.*?)</li>', html, re.S).group(1)
+        assert f'<span class="value">{summary[name]:.3f}</span>' in stat
+        assert f"CI {summary['ci'][name][0]:.3f} – {summary['ci'][name][1]:.3f}" in stat
     for row in summary["tables"]["disagreements"]:
         assert f'href="{row["url"]}"' in html
         assert row["url"].startswith(reverse("annotate:batch_review", args=[batch.public_id]) + "?page=1#task-")
