@@ -337,12 +337,15 @@ def crowd_simulate(*, batch: Batch, workers: int, spammers: int, accuracy: float
     except ValueError as exc:
         raise SimulationError(str(exc)) from None
     plan = _plan(batch, people, seed)
+    result = SimulationResult(per_worker={person.name: 0 for person in people})
+    if limit == 0:
+        return result
     make_browser = _browser_factory(client)
     simulated = [_SimulatedWorker(person, batch, make_browser(), plan) for person in people]
-    result = SimulationResult(per_worker={person.name: 0 for person in people})
     rng = random.Random(seed)
     active = list(simulated)
-    total = limit if limit is not None else len(plan.label) + len(plan.verify)
+    slots = batch.tasks.count() * batch.assignments_per_task
+    total = min(limit, slots) if limit is not None else slots
     with tqdm(total=total, desc="simulated answers", unit="answer", disable=not progress) as bar:
         for worker in active:
             worker.start()

@@ -48,6 +48,8 @@ def test_limit_stops_after_that_many_answers(batch: Batch) -> None:
     again = crowd_simulate(batch=batch, workers=4, spammers=1, accuracy=0.8, limit=2)
     assert again.submitted == 2
     assert Annotation.objects.filter(assignment__task__batch=batch).count() == 7
+    assert crowd_simulate(batch=batch, workers=4, spammers=1, accuracy=0.8, limit=0).submitted == 0
+    assert Annotation.objects.filter(assignment__task__batch=batch).count() == 7
 
 
 def test_verification_flow_end_to_end(batch: Batch, units: list[Unit]) -> None:
