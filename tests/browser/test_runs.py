@@ -1,0 +1,124 @@
+"""Dissection runs in Chromium: register the toy network and the synthetic probe set, launch a run, watch its
+progress update while its shards are worked, then make and publish a batch from its units."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+from playwright.sync_api import Page, expect
+
+from annotate.models import Batch, DissectionRun, Shard
+from annotate.services import runs
+from tests.browser.conftest import Tabs
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+Check = Callable[[Page, str], None]
+POLL_TIMEOUT_MS = 15_000
+
+
+def work_shard(run: DissectionRun) -> bool:
+    """Work the next pending shard of `run` in this process, as one Celery worker would; False once the
+    run has stopped."""
+    from workers.tasks import dissect_shard
+
+    run.refresh_from_db()
+    if run.status not in runs.ACTIVE:
+        return False
+    shard = (Shard.objects.filter(run=run).exclude(status=Shard.Status.DONE)
+             .order_by("phase", "layer", "index").first())
+    assert shard is not None, f"run {run.name} is {run.status} with no pending shard"
+    dissect_shard.run(shard.pk)
+    return True
+
+
+def test_launch_a_run_watch_its_progress_and_label_its_units(
+        tabs: Tabs, page: Page, check_page: Check, log_in: Callable[[Page], None], settings: Any,
+        tmp_path: Path, toy_weights: Path, probe_set_dir: Path) -> None:
+    settings.WORK_DIR = tmp_path / "work"
+    log_in(page)
+    page.goto("/runs/")
+    check_page(page, "runs_empty")
+
+    page.get_by_role("link", name="Register a network").click()
+    page.get_by_label("Name", exact=True).fill("toy")
+    page.get_by_label("Architecture", exact=True).fill("toy")
+    page.get_by_label("Weights", exact=True).set_input_files(toy_weights)
+    check_page(page, "network_form")
+    page.get_by_role("button", name="Register").click()
+    expect(page.get_by_role("status")).to_contain_text("Network 'toy' registered.")
+    check_page(page, "runs_network")
+
+    page.get_by_role("link", name="Register a probe set").click()
+    page.get_by_label("Name", exact=True).fill("synthetic")
+    page.get_by_label("Path", exact=True).fill(str(probe_set_dir))
+    check_page(page, "probe_set_form")
+    page.get_by_role("button", name="Register").click()
+    expect(page.get_by_role("status")).to_contain_text("Probe set 'synthetic' registered (160 images).")
+    check_page(page, "runs_probe_set")
+
+    page.get_by_role("link", name="Launch a run").click()
+    page.get_by_label("Name", exact=True).fill("toy run")
+    page.get_by_label("Network", exact=True).select_option(label="toy")
+    page.get_by_label("Probe set", exact=True).select_option(label="synthetic")
+    page.get_by_label("Layers", exact=True).fill("conv3, conv4")
+    page.get_by_label("Images per shard", exact=True).fill("40")
+    page.get_by_label("Top images per unit", exact=True).fill("6")
+    check_page(page, "run_form")
+    page.get_by_role("button", name="Launch").click()
+    expect(page.get_by_role("status").first).to_contain_text("Run 'toy run' queued in 4 scan shards.")
+    expect(page.locator("#run-percent")).to_have_text("0%")
+    check_page(page, "run_queued")
+    run = DissectionRun.objects.get(name="toy run")
+
+    # The page polls the status while a worker gets through the shards, and updates without a reload.
+    page.evaluate("window.__samePage = true")
+    if connection.vendor == "sqlite":
+        # The in-memory SQLite test database is one shared-cache connection, whose table locks ignore the
+        # busy timeout: hold each poll until this thread is back in Playwright, i.e. not writing.
+        page.route("**/status.json", lambda route: route.continue_())
+    assert work_shard(run) and work_shard(run)
+    expect(page.locator("#run-shards")).to_have_text(re.compile(r"· 2 / \d+ shards"), timeout=POLL_TIMEOUT_MS)
+    percent = int(page.locator("#run-percent").inner_text().rstrip("%"))
+    assert 0 < percent < 100
+    expect(page.locator("#run-state")).to_have_text("Running")
+    assert page.evaluate("window.__samePage === true")
+    check_page(page, "run")
+
+    while work_shard(run):
+        pass
+    run.refresh_from_db()
+    assert run.status == DissectionRun.Status.DONE, run.error
+    # Done: the page reloads itself and lists the units with their top images.
+    expect(page.get_by_role("heading", name="Units")).to_be_visible(timeout=POLL_TIMEOUT_MS)
+    expect(page.locator("#run-state")).to_have_text("Done")
+    expect(page.locator("#run-percent")).to_have_text("100%")
+    check_page(page, "run_done")
+
+    page.get_by_role("link", name="Create a batch from the units of conv4").click()
+    expect(page.get_by_label("Layer", exact=True)).to_have_value("conv4")
+    page.get_by_label("Title", exact=True).fill("Label the toy model's conv4")
+    page.get_by_label("A random sample").check()
+    page.get_by_label("Sample size", exact=True).fill("2")
+    page.get_by_label("Workers per unit", exact=True).fill("1")
+    page.get_by_label("Images per task", exact=True).fill("6")
+    check_page(page, "run_batch_form")
+    page.get_by_role("button", name="Create draft batch").click()
+    expect(page.get_by_role("status")).to_contain_text("Draft batch created with 2 tasks.")
+    page.get_by_role("button", name="Publish").click()
+    expect(page.get_by_role("status")).to_contain_text("Batch published.")
+    check_page(page, "run_batch")
+    batch = Batch.objects.get(title="Label the toy model's conv4")
+    assert {task.unit.run_id for task in batch.tasks.select_related("unit")} == {run.pk}
+
+    worker = tabs.open()
+    worker.goto(page.locator("code.link").inner_text())
+    check_page(worker, "worker_start")
+    worker.get_by_role("button", name="Start").click()
+    worker.wait_for_url("**/w/task/*/")
+    expect(worker.locator(".tile img")).to_have_count(6)
+    check_page(worker, "run_worker_preview")
