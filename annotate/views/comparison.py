@@ -14,7 +14,6 @@ from django.views.decorators.http import require_POST, require_safe
 
 from annotate import comparison, plots
 from annotate.errors import AnnotateError
-from annotate.export import _csv_cell
 from annotate.models import Batch, DissectionRun, Task
 from annotate.selectors import comparison as selectors
 from annotate.services import comparison as services
@@ -105,8 +104,7 @@ def _export(request: HttpRequest, *, data: selectors.ComparisonInput, stem: str,
         if fmt == "json":
             body, content_type = json.dumps(rows, indent=2) + "\n", "application/json"
         else:
-            safe = [{key: _csv_cell(value) for key, value in row.items()} for row in rows]
-            body, content_type = comparison.rows_to_csv(safe), "text/csv; charset=utf-8"
+            body, content_type = selectors.table_csv(rows), "text/csv; charset=utf-8"
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{stem}-{table}.{fmt}"'
     return response

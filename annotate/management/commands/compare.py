@@ -5,9 +5,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotate import comparison
-from annotate.export import _csv_cell
 from annotate.management.commands.export_batch import find_batch
-from annotate.selectors.comparison import batch_comparison_input, comparison_summarize
+from annotate.selectors.comparison import batch_comparison_input, comparison_summarize, table_csv
 
 STATISTICS = ("units", "fleiss_kappa", "krippendorff_alpha", "word_agreement", "category_agreement", "cohen_kappa",
               "concept_match_rate", "mean_precision")
@@ -72,6 +71,5 @@ class Command(BaseCommand):
         if tables is not None:
             tables.mkdir(parents=True, exist_ok=True)
             for name, rows in summary["tables"].items():
-                safe = [{key: _csv_cell(value) for key, value in row.items()} for row in rows]
-                _write(tables / f"{name}.csv", comparison.rows_to_csv(safe))
+                _write(tables / f"{name}.csv", table_csv(rows))
             self.stderr.write(f"Wrote {len(summary['tables'])} tables to {tables}/.")
