@@ -346,7 +346,10 @@ def class_activation_maps(
     topk: int | None = None,
     head: GapHead | None = None,
 ) -> CamResult:
-    """Raw CAMs (no bias, no ReLU, no normalization) for the given classes or the top-k of each image."""
+    """Raw CAMs (no bias, no ReLU, no normalization) for the given classes or the top-k of each image.
+
+    Without `head` one extra single-image pass finds it; pass `detect_gap_head`'s result when calling often.
+    """
     _check_images(images)
     head = head or detect_gap_head(model, images[:1])
     features, logits = gap_features(model, images, head)
