@@ -41,7 +41,7 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
         tmp_path: Path, toy_weights: Path, probe_set_dir: Path) -> None:
     settings.WORK_DIR = tmp_path / "work"
     log_in(page)
-    page.goto("/runs/")
+    page.get_by_role("link", name="Dissection runs").click()
     check_page(page, "runs_empty")
 
     page.get_by_role("link", name="Register a network").click()
@@ -65,12 +65,12 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     page.get_by_label("Name", exact=True).fill("toy run")
     page.get_by_label("Network", exact=True).select_option(label="toy")
     page.get_by_label("Probe set", exact=True).select_option(label="synthetic")
-    page.get_by_label("Layers", exact=True).fill("conv3, conv4")
-    page.get_by_label("Images per shard", exact=True).fill("40")
+    page.get_by_label("Layers", exact=True).fill("conv4")
+    page.get_by_label("Images per shard", exact=True).fill("80")
     page.get_by_label("Top images per unit", exact=True).fill("6")
     check_page(page, "run_form")
     page.get_by_role("button", name="Launch").click()
-    expect(page.get_by_role("status").first).to_contain_text("Run 'toy run' queued in 4 scan shards.")
+    expect(page.get_by_role("status").first).to_contain_text("Run 'toy run' queued in 2 scan shards.")
     expect(page.locator("#run-percent")).to_have_text("0%")
     check_page(page, "run_queued")
     run = DissectionRun.objects.get(name="toy run")
