@@ -41,15 +41,15 @@ class ImageDataset(Dataset):
 
 @dataclass(frozen=True)
 class ImageLabels:
-    """An image's labels: the numbers present, each label's pixel count, and a float32 tensor of
-    (len(numbers) + 1) x pixels: the label x pixel one-hot plus a last row of ones, so that one matrix
-    product gives both |M_k ∩ L_c| and |M_k|. Built in the worker; tensors cross to the main process
-    through shared memory."""
+    """An image's labels, compressed for counting: the label numbers present, each one's pixel count, the
+    distinct label sets of its pixels (`combos`: sets x labels, float32 0/1) and each pixel's set index.
+    Built in the worker; the tensors cross to the main process through shared memory."""
 
     index: int
     numbers: np.ndarray
-    onehot: torch.Tensor
     truth: np.ndarray
+    combos: torch.Tensor
+    pixel_combo: torch.Tensor
 
 
 class LabelDataset(Dataset):
@@ -67,9 +67,22 @@ class LabelDataset(Dataset):
             numbers, onehot = self.probe.load_labels(index)
         except ProbeSetError as error:
             return index, str(error)
-        rows = torch.ones((numbers.size + 1, onehot.shape[1]), dtype=torch.float32)
-        rows[:-1] = torch.from_numpy(onehot)
-        return ImageLabels(index, numbers, rows, onehot.sum(1, dtype=np.int64))
+        combos, pixel_combo = label_sets(onehot)
+        return ImageLabels(index, numbers, onehot.sum(1, dtype=np.int64), torch.from_numpy(combos),
+                           torch.from_numpy(pixel_combo))
+
+
+def label_sets(onehot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct columns of a labels x pixels 0/1 matrix (sets x labels, float32) and each pixel's set."""
+    n = onehot.shape[0]
+    if n > 63:
+        sets, inverse = np.unique(onehot.T, axis=0, return_inverse=True)
+        return sets.astype(np.float32), inverse.reshape(-1).astype(np.int64)
+    bits = np.left_shift(np.int64(1), np.arange(n, dtype=np.int64))
+    keys = bits @ onehot.astype(np.int64)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    sets = (np.right_shift(unique[:, None], np.arange(n, dtype=np.int64)) & 1).astype(np.float32)
+    return sets, inverse.astype(np.int64)
 
 
 def _as_list(batch: list) -> list:

@@ -475,8 +475,8 @@ def tally(
             raise DissectionError(f"no thresholds for layer {layer!r}")
         t64 = np.asarray(thresholds[layer], np.float64)
         sums[layer] = {
-            "t64": t64, "t32": torch.from_numpy(float32_below(t64)).to(device),
-            "t64_tensor": torch.from_numpy(t64).to(device),
+            "t64": t64, "t64_tensor": torch.from_numpy(t64).to(device),
+            "t32": torch.from_numpy(float32_below(t64)).to(device),
             "intersect": torch.zeros((t64.size, labels), dtype=torch.int64, device=device),
             "activation": torch.zeros((t64.size, cats), dtype=torch.int64, device=device),
         }
@@ -486,8 +486,7 @@ def tally(
     for (rows, outputs), image_labels in zip(source.batches(probe, indices, batch_size=batch_size), label_stream):
         for item in image_labels:
             truth[item.numbers] += item.truth
-        onehots = [item.onehot.to(device) for item in image_labels]
-        numbers = [torch.from_numpy(item.numbers).to(device) for item in image_labels]
+        batch_labels = _batch_labels(image_labels, categories, device)
         for layer, acts in outputs.items():
             s = sums[layer]
             if acts.shape[1] != s["t64"].size:
@@ -495,7 +494,7 @@ def tally(
             if "axes" not in s:
                 s["axes"] = (_axis(acts.shape[2], probe.mask_size[0], device),
                              _axis(acts.shape[3], probe.mask_size[1], device))
-            _tally_batch(acts, s["t32"], s["t64_tensor"], onehots, numbers, categories, s["axes"], semantics,
+            _tally_batch(acts, s["t64_tensor"], s["t32"], batch_labels, s["axes"], semantics,
                          s["intersect"], s["activation"])
         done += len(rows)
         if progress:
@@ -510,102 +509,101 @@ def tally(
 
 @dataclass(frozen=True)
 class _Axis:
-    """Bilinear sampling (align_corners=False, as F.interpolate) along one axis: per output coordinate its two
-    source indices and float64 weights; per source index the output coordinates it reaches (-1 = padding)."""
+    """Bilinear resampling (align_corners=False, as F.interpolate) along one axis, by cell: output coordinate
+    o reads sources lo(o) and min(lo(o) + 1, n - 1); `cells[r]` lists the outputs with lo = r (-1 = padding)
+    and `weights[r]` their float64 weights on those two sources."""
 
-    lo: torch.Tensor
-    hi: torch.Tensor
-    w_lo: torch.Tensor
-    w_hi: torch.Tensor
-    reach: torch.Tensor
+    size_out: int
+    cells: torch.Tensor  # size_in x L int64
+    weights: torch.Tensor  # size_in x L x 2 float64
 
 
 def _axis(size_in: int, size_out: int, device: torch.device | str) -> _Axis:
     src = np.maximum((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0.0)
     lo = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
-    hi = np.minimum(lo + 1, size_in - 1)
     w_hi = src - lo
-    reach_lists: list[list[int]] = [[] for _ in range(size_in)]
-    for out in range(size_out):
-        for source in sorted({int(lo[out]), int(hi[out])}):
-            reach_lists[source].append(out)
-    reach = np.full((size_in, max(map(len, reach_lists))), -1, np.int64)
-    for source, outs in enumerate(reach_lists):
-        reach[source, : len(outs)] = outs
-
-    def tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).to(device)
-
-    return _Axis(tensor(lo), tensor(hi), tensor(1 - w_hi), tensor(w_hi), tensor(reach))
+    members = [np.nonzero(lo == r)[0] for r in range(size_in)]
+    width = max(1, max(len(m) for m in members))
+    cells = np.full((size_in, width), -1, np.int64)
+    weights = np.zeros((size_in, width, 2))
+    for r, outs in enumerate(members):
+        cells[r, : len(outs)] = outs
+        weights[r, : len(outs), 0] = 1.0 - w_hi[outs]
+        weights[r, : len(outs), 1] = w_hi[outs]
+    return _Axis(size_out, torch.from_numpy(cells).to(device), torch.from_numpy(weights).to(device))
 
 
-def _bilinear_at(maps: torch.Tensor, p: torch.Tensor, y: torch.Tensor, x: torch.Tensor, ay: _Axis,
-                 ax: _Axis) -> torch.Tensor:
-    """The bilinear upsampling of maps[p] at output pixels (y, x), in float64 from the definition."""
-    flat = maps.reshape(-1)
-    h, w = maps.shape[1:]
-    base = p * (h * w)
-    row0, row1 = base + ay.lo[y] * w, base + ay.hi[y] * w
-    x0, x1, wx0, wx1 = ax.lo[x], ax.hi[x], ax.w_lo[x], ax.w_hi[x]
-    top = wx0 * flat[row0 + x0].double() + wx1 * flat[row0 + x1].double()
-    bottom = wx0 * flat[row1 + x0].double() + wx1 * flat[row1 + x1].double()
-    return ay.w_lo[y] * top + ay.w_hi[y] * bottom
+def _mask_pixels(
+    maps: torch.Tensor, t64: torch.Tensor, t32: torch.Tensor, ay: _Axis, ax: _Axis
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(map index, pixel index) of every mask pixel (upsampled value > T) of maps (n x h x w) with
+    thresholds t64 (float64) / t32 (the largest float32 ≤ t64), in map order, each pixel once.
+
+    A bilinear value is a convex combination of the four corners of its cell, so only cells with a corner
+    above T can hold mask pixels; those cells are upsampled in float64 from their 2 x 2 corners.
+    """
+    n, h, w = maps.shape
+    hot = F.pad(maps > t32[:, None, None], (0, 1, 0, 1))
+    cell_hot = hot[:, :-1, :-1] | hot[:, 1:, :-1] | hot[:, :-1, 1:] | hot[:, 1:, 1:]
+    cell_p, cell_r, cell_c = torch.nonzero(cell_hot, as_tuple=True)
+    rows2 = torch.stack([cell_r, (cell_r + 1).clamp_(max=h - 1)], 1)
+    cols2 = torch.stack([cell_c, (cell_c + 1).clamp_(max=w - 1)], 1)
+    corners = maps[cell_p[:, None, None], rows2[:, :, None], cols2[:, None, :]].double()
+    values = torch.bmm(torch.bmm(ay.weights[cell_r], corners), ax.weights[cell_c].transpose(1, 2))
+    rows, cols = ay.cells[cell_r], ax.cells[cell_c]
+    above = (values > t64[cell_p][:, None, None]) & (rows >= 0)[:, :, None] & (cols >= 0)[:, None, :]
+    cell, r, c = torch.nonzero(above, as_tuple=True)
+    return cell_p[cell], rows[cell, r] * ax.size_out + cols[cell, c]
+
+
+@dataclass(frozen=True)
+class _BatchLabels:
+    """A batch's `ImageLabels`, padded to tensors: label numbers (B x L, 0 = padding), label sets
+    (B x S x L), each pixel's set (B x P), each label's category one-hot (B x L x C)."""
+
+    numbers: torch.Tensor
+    combos: torch.Tensor
+    pixel_combo: torch.Tensor
+    label_cats: torch.Tensor
+
+
+def _batch_labels(items: list, categories: torch.Tensor, device: torch.device) -> _BatchLabels:
+    labels = max(1, max(item.numbers.size for item in items))
+    sets = max(item.combos.shape[0] for item in items)
+    numbers = torch.zeros((len(items), labels), dtype=torch.int64)
+    combos = torch.zeros((len(items), sets, labels), dtype=torch.float32)
+    for b, item in enumerate(items):
+        numbers[b, : item.numbers.size] = torch.from_numpy(item.numbers)
+        combos[b, : item.combos.shape[0], : item.combos.shape[1]] = item.combos
+    pixel_combo = torch.stack([item.pixel_combo for item in items])
+    numbers = numbers.to(device)
+    return _BatchLabels(numbers, combos.to(device), pixel_combo.to(device), categories[numbers])
 
 
 def _tally_batch(
-    acts: torch.Tensor, t32: torch.Tensor, t64: torch.Tensor, onehots: list[torch.Tensor], numbers: list[torch.Tensor],
-    categories: torch.Tensor, axes: tuple[_Axis, _Axis], semantics: str,
-    intersect: torch.Tensor, activation: torch.Tensor,
+    acts: torch.Tensor, t64: torch.Tensor, t32: torch.Tensor, labels: _BatchLabels, axes: tuple[_Axis, _Axis],
+    semantics: str, intersect: torch.Tensor, activation: torch.Tensor,
 ) -> None:
-    """Add one batch's counts.
-
-    Only (image, unit) pairs whose map exceeds T_k are looked at, and in them only the output pixels within
-    reach of a source position above T_k (bilinear values are convex combinations of their four sources, so
-    no other pixel can exceed T_k): typically a tenth of the mask, upsampled in float64 and compared with
-    the float64 T_k.
-    """
-    ay, ax = axes
-    pixels = ay.lo.numel() * ax.lo.numel()
+    """Add one batch's counts; (image, unit) pairs whose map never exceeds T_k are skipped. Mask pixels are
+    counted per label set (bincount), then spread to labels with one small matrix product per pair."""
     pair_b, pair_k = torch.nonzero(acts.amax(dim=(2, 3)) > t32, as_tuple=True)
     if pair_b.numel() == 0:
         return
-    maps = acts[pair_b, pair_k]
-    t = t32[pair_k]
-    hot_p, hot_i, hot_j = torch.nonzero(maps > t[:, None, None], as_tuple=True)
-    ys, xs = ay.reach[hot_i], ax.reach[hot_j]
-    shape = (hot_p.numel(), ys.shape[1], xs.shape[1])
-    y = ys[:, :, None].expand(shape)
-    x = xs[:, None, :].expand(shape)
-    valid = (y >= 0) & (x >= 0)
-    p, y, x = hot_p[:, None, None].expand(shape)[valid], y[valid], x[valid]
-    above = _bilinear_at(maps, p, y, x, ay, ax) > t64[pair_k[p]]
-    key = torch.unique(p[above] * pixels + y[above] * ax.lo.numel() + x[above])
-    entry_p, entry_pixel = key // pixels, key % pixels
-    batch = acts.shape[0]
-    pair_counts = torch.bincount(pair_b, minlength=batch).tolist()
-    entry_counts = torch.bincount(pair_b[entry_p], minlength=batch).tolist()
-    pair_start = entry_start = 0
-    for b in range(batch):
-        n_pairs, n_entries = pair_counts[b], entry_counts[b]
-        if n_pairs == 0:
-            continue
-        units = pair_k[pair_start : pair_start + n_pairs]
-        counts = torch.zeros((n_pairs, onehots[b].shape[0]), dtype=torch.float32, device=acts.device)
-        if n_entries:
-            entries = slice(entry_start, entry_start + n_entries)
-            counts.index_add_(0, entry_p[entries] - pair_start, onehots[b][:, entry_pixel[entries]].T)
-        counts = counts.round_().to(torch.int64)
-        inter, size = counts[:, :-1], counts[:, -1]  # the last one-hot row is all ones: |M_k|
-        label_cats = categories[numbers[b]]
-        intersect[units[:, None], numbers[b][None, :]] += inter
-        if semantics == "paper":
-            present = (label_cats.sum(0) > 0).to(torch.int64)
-            activation[units] += size[:, None] * present[None, :]
-        else:
-            hit = (((inter > 0).to(torch.float32) @ label_cats) > 0).to(torch.int64)
-            activation[units] += size[:, None] * hit
-        pair_start += n_pairs
-        entry_start += n_entries
+    entry_p, entry_pixel = _mask_pixels(acts[pair_b, pair_k], t64[pair_k], t32[pair_k], *axes)
+    sets = labels.combos.shape[1]
+    combo = labels.pixel_combo[pair_b[entry_p], entry_pixel]
+    per_set = torch.bincount(entry_p * sets + combo, minlength=pair_b.numel() * sets)
+    per_set = per_set.view(-1, 1, sets).to(torch.float32)
+    size = per_set.sum((1, 2)).round().to(torch.int64)
+    inter = torch.bmm(per_set, labels.combos[pair_b]).squeeze(1).round_().to(torch.int64)
+    numbers = labels.numbers[pair_b]
+    intersect.index_put_((pair_k[:, None].expand_as(numbers), numbers), inter, accumulate=True)
+    if semantics == "paper":
+        present = (labels.label_cats.sum(1) > 0).to(torch.int64)[pair_b]
+    else:
+        hit = torch.bmm((inter > 0).to(torch.float32).unsqueeze(1), labels.label_cats[pair_b]).squeeze(1)
+        present = (hit > 0).to(torch.int64)
+    activation.index_add_(0, pair_k, size[:, None] * present)
 
 
 @dataclass(frozen=True)

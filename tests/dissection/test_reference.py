@@ -126,17 +126,30 @@ def test_thresholds_are_numpys_quantile(semantics, n):
 
 @pytest.mark.parametrize("size_in,size_out", [((7, 7), (112, 112)), ((4, 6), (16, 9)), ((64, 48), (32, 32)),
                                               ((5, 5), (5, 5)), ((1, 3), (4, 7))])
-def test_engine_bilinear_is_the_definition_and_interpolate(size_in, size_out, bilinear_reference):
-    from dissection.engine import _axis, _bilinear_at
+def test_mask_pixels_are_the_definitions(size_in, size_out, bilinear_reference):
+    """The windowed float64 upsampling finds exactly the pixels where the reference bilinear map > T."""
+    from dissection.engine import _axis, _mask_pixels, float32_below
 
-    maps = torch.randn((3, *size_in), generator=torch.Generator().manual_seed(0))
+    maps = torch.randn((4, *size_in), generator=torch.Generator().manual_seed(0))
+    t64 = np.quantile(maps.double().flatten(1).numpy(), [0.5, 0.9, 0.99, 1.0], axis=1).diagonal().copy()
     ay, ax = _axis(size_in[0], size_out[0], "cpu"), _axis(size_in[1], size_out[1], "cpu")
-    p, y, x = torch.meshgrid(torch.arange(3), torch.arange(size_out[0]), torch.arange(size_out[1]), indexing="ij")
-    ours = _bilinear_at(maps, p.reshape(-1), y.reshape(-1), x.reshape(-1), ay, ax).view(3, *size_out).numpy()
-    for i in range(3):
-        np.testing.assert_array_equal(ours[i], bilinear_reference(maps[i].double().numpy(), *size_out))
-    dense = F.interpolate(maps[:, None], size=size_out, mode="bilinear", align_corners=False)[:, 0]
-    np.testing.assert_allclose(ours, dense.numpy(), rtol=0, atol=1e-6)
-    for source in range(size_in[0]):  # every output row that reads a source row is within its reach
-        reads = ((ay.lo == source) | (ay.hi == source)).nonzero()[:, 0]
-        assert set(reads.tolist()) <= set(ay.reach[source].tolist())
+    p, pixel = _mask_pixels(maps, torch.from_numpy(t64), torch.from_numpy(float32_below(t64)), ay, ax)
+    ours = np.zeros((4, size_out[0] * size_out[1]), bool)
+    ours[p.numpy(), pixel.numpy()] = True
+    for i in range(4):
+        expected = bilinear_reference(maps[i].double().numpy(), *size_out) > t64[i]
+        np.testing.assert_array_equal(ours[i].reshape(size_out), expected)
+    dense = F.interpolate(maps[:, None], size=size_out, mode="bilinear", align_corners=False)[:, 0].numpy()
+    np.testing.assert_allclose(dense, np.stack([bilinear_reference(m.double().numpy(), *size_out) for m in maps]),
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels", [5, 70])
+def test_label_sets_rebuild_the_onehot(labels):
+    from dissection.data import label_sets
+
+    onehot = (np.random.default_rng(labels).random((labels, 300)) < 0.1).astype(np.uint8)
+    onehot[:, :50] = onehot[:, 50:100]  # repeated sets
+    sets, pixel_set = label_sets(onehot)
+    assert len(np.unique(sets, axis=0)) == len(sets)
+    np.testing.assert_array_equal(sets[pixel_set].T, onehot)
