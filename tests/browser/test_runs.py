@@ -1,5 +1,6 @@
 """Dissection runs in Chromium: register the toy network and the synthetic probe set, launch a run, watch its
-progress update while its shards are worked, then make and publish a batch from its units."""
+progress update while its shards are worked, build its CAM gallery, then make and publish a batch from its
+units."""
 from __future__ import annotations
 
 import re
@@ -14,18 +15,18 @@ from playwright.sync_api import Page, expect
 from annotate.models import Batch, DissectionRun, Shard
 from annotate.services import runs
 from tests.browser.conftest import Tabs
+from workers.tasks import cam_gallery, dissect_shard
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 Check = Callable[[Page, str], None]
 POLL_TIMEOUT_MS = 15_000
+GALLERY_IMAGES = 8
 
 
 def work_shard(run: DissectionRun) -> bool:
     """Work the next pending shard of `run` in this process, as one Celery worker would; False once the
     run has stopped."""
-    from workers.tasks import dissect_shard
-
     run.refresh_from_db()
     if run.status not in runs.ACTIVE:
         return False
@@ -50,7 +51,7 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     page.get_by_label("Weights", exact=True).set_input_files(toy_weights)
     check_page(page, "network_form")
     page.get_by_role("button", name="Register").click()
-    expect(page.get_by_role("status")).to_contain_text("Network 'toy' registered.")
+    expect(page.locator("ul.messages")).to_contain_text("Network 'toy' registered.")
     check_page(page, "runs_network")
 
     page.get_by_role("link", name="Register a probe set").click()
@@ -58,7 +59,7 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     page.get_by_label("Path", exact=True).fill(str(probe_set_dir))
     check_page(page, "probe_set_form")
     page.get_by_role("button", name="Register").click()
-    expect(page.get_by_role("status")).to_contain_text("Probe set 'synthetic' registered (160 images).")
+    expect(page.locator("ul.messages")).to_contain_text("Probe set 'synthetic' registered (160 images).")
     check_page(page, "runs_probe_set")
 
     page.get_by_role("link", name="Launch a run").click()
@@ -70,7 +71,7 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     page.get_by_label("Top images per unit", exact=True).fill("6")
     check_page(page, "run_form")
     page.get_by_role("button", name="Launch").click()
-    expect(page.get_by_role("status").first).to_contain_text("Run 'toy run' queued in 2 scan shards.")
+    expect(page.locator("ul.messages")).to_contain_text("Run 'toy run' queued in 2 scan shards.")
     expect(page.locator("#run-percent")).to_have_text("0%")
     check_page(page, "run_queued")
     run = DissectionRun.objects.get(name="toy run")
@@ -99,6 +100,14 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     expect(page.locator("#run-percent")).to_have_text("100%")
     check_page(page, "run_done")
 
+    page.get_by_role("button", name="Build the CAM gallery").click()
+    expect(page.locator("ul.messages")).to_contain_text("CAM gallery queued")
+    cam_gallery.run(run.pk, GALLERY_IMAGES)  # what the worker that takes the queued task does
+    page.reload()
+    expect(page.get_by_role("heading", name="CAM gallery")).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile(r"^CAM of "))).to_have_count(GALLERY_IMAGES)
+    check_page(page, "run_gallery")
+
     page.get_by_role("link", name="Create a batch from the units of conv4").click()
     expect(page.get_by_label("Layer", exact=True)).to_have_value("conv4")
     page.get_by_label("Title", exact=True).fill("Label the toy model's conv4")
@@ -108,9 +117,9 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     page.get_by_label("Images per task", exact=True).fill("6")
     check_page(page, "run_batch_form")
     page.get_by_role("button", name="Create draft batch").click()
-    expect(page.get_by_role("status")).to_contain_text("Draft batch created with 2 tasks.")
+    expect(page.locator("ul.messages")).to_contain_text("Draft batch created with 2 tasks.")
     page.get_by_role("button", name="Publish").click()
-    expect(page.get_by_role("status")).to_contain_text("Batch published.")
+    expect(page.locator("ul.messages")).to_contain_text("Batch published.")
     check_page(page, "run_batch")
     batch = Batch.objects.get(title="Label the toy model's conv4")
     assert {task.unit.run_id for task in batch.tasks.select_related("unit")} == {run.pk}

@@ -156,3 +156,26 @@ def test_keyboard_alone_completes_a_task(page: Page, check_page: Check,
 
     annotation = Annotation.objects.get(assignment__worker__external_id="keys-only")
     assert (annotation.words, annotation.rejected_ranks, annotation.category) == ("red dot", [1, 3], "scene")
+
+
+def test_a_returned_task_goes_to_the_next_one_and_a_paused_batch_says_so(
+        page: Page, check_page: Check, expect_http_error: Callable[[Page, int], None],
+        make_batch: Callable[..., Batch]) -> None:
+    batch = make_batch()
+    start(page, check_page, batch, "erin")
+    first = page.url
+    check_page(page, "worker_preview")
+    page.get_by_role("button", name="Accept this task").click()
+    page.wait_for_url("**/w/a/*/")
+    check_page(page, "worker_task")
+    page.get_by_role("button", name="Return this task without answering").click()
+    page.wait_for_url("**/w/task/*/")
+    assert page.url != first
+    check_page(page, "worker_preview_after_return")
+    assert Assignment.objects.get(worker__external_id="erin").status == Assignment.Status.RETURNED
+
+    services.batch_pause(batch=batch)
+    expect_http_error(page, 409)
+    page.goto(f"/w/{batch.public_id}/")
+    expect(page.get_by_role("alert")).to_have_text("This batch is paused and takes no new work.")
+    check_page(page, "worker_batch_paused")
