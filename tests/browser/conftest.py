@@ -5,10 +5,12 @@ Every page a test opens is tracked: console errors and uncaught exceptions fail 
 so does a page the test navigated to but never passed through `check_page`, which asserts that every image
 has alt text, every visible form control has a label and no image is broken, then saves a full-page
 screenshot under the git-ignored `screenshots/` folder (the README's images are copied from there).
+
+Chromium is started once for this package (the folder has an __init__.py for that): Playwright's sync API
+keeps an asyncio loop running in the test thread, so it must stop before the rest of the session runs.
 """
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,17 +20,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-# Playwright's sync API keeps an event loop running in this thread; Django's ORM, called from test code
-# between browser steps, must not mistake that for an async context.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+import pytest
+from django.test import override_settings
+from playwright.sync_api import (Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect,
+                                 sync_playwright)
 
-import pytest  # noqa: E402
-from django.test import override_settings  # noqa: E402
-from playwright.sync_api import (Browser, BrowserContext, ConsoleMessage, Page, Playwright,  # noqa: E402
-                                 expect, sync_playwright)
-
-from annotate import services  # noqa: E402
-from annotate.models import Batch, DissectionRun, Unit  # noqa: E402
+from annotate import services
+from annotate.models import Batch, DissectionRun, Unit
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
@@ -93,13 +91,17 @@ def live_server(_plain_http_server: None, live_server: Any) -> Any:
     return live_server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as p:
+    """Playwright's sync API for the browser tests only: while it runs, this thread has a running asyncio
+    loop, which Django's ORM (called from test code between browser steps) must be told to accept, and
+    which must be gone before any other test of the session runs."""
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as p:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
