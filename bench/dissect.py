@@ -86,6 +86,8 @@ def main() -> None:
         forward_runs, full_runs, scan_runs = [], [], []
         for run in range(args.repeats):
             forward_runs.append(forward_only(model, probe, args.batch_size, args.workers, device))
+            if run == 0:
+                forward_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             full_s, scan_s, result, cached = full_dissection(model, probe, args.batch_size, args.workers, str(device),
                                                      tmp_path / f"cache{run}")
             full_runs.append(full_s)
@@ -110,7 +112,8 @@ def main() -> None:
           f" tally {full_s - scan_s:.1f} s")
     print(f"ratio full/forward:  {full_rate / forward_rate:7.2f}   (target >= 0.80)")
     print(f"tiles+strips+report: {render_s:7.1f} s for {len(result.units)} units x {result.topk} images")
-    print(f"peak RSS:            {own:7.0f} MiB (main process), {children:.0f} MiB (largest worker)")
+    print(f"peak RSS:            {own:7.0f} MiB (main process; {forward_rss:.0f} MiB after the first forward-only "
+          f"pass), {children:.0f} MiB (largest worker)")
 
 
 if __name__ == "__main__":
