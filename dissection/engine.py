@@ -7,10 +7,21 @@ Pipeline, each step usable on its own so that workers can map-reduce shards over
    positions of the whole probe set) and each unit's top-k images by max activation. With `cache_dir` it also
    writes the layer's float32 activations there (an .npy per layer) so the tally needs no second forward.
 2. `ScanState.merge` (exact, associative) over shards, then `ScanState.thresholds(semantics)`.
-3. `tally(source, probe, indices, thresholds)` — per layer a `TallyState` of integer sums I[k,c], G[c],
-   A[k,cat]; `TallyState.merge` adds them exactly. Only (image, unit) pairs whose map exceeds T_k are upsampled.
-4. `finalize(probe, scan_state, tally_state)` → `LayerResult`; `write_layer(...)` writes OUT/<layer>/.
+3. `tally(source, probe, thresholds, indices)` — per layer a `TallyState` of integer sums I[k,c], G[c],
+   A[k,cat]; `TallyState.merge` adds them exactly. (Image, unit) pairs whose map never exceeds T_k are
+   skipped, and only the bilinear cells with a corner above T_k are upsampled (float64, from the definition).
+4. `finalize(probe, scan_state, tally_state)` → `LayerResult`; `write_layer(result, probe, OUT/<layer>, maps)`
+   writes the folder, `maps` giving activation maps for tiles (`ArrayActivations.maps`, `cached_activations`,
+   or `model_maps` when no cache is at hand).
 `dissect(...)` runs all of it in one call (the CLI's `run`). States save to / load from .npz (no pickles).
+
+Map-reduce over workers, e.g.:
+    source = ModelActivations(model, [layer]); probe = load_probe_set(root)
+    scans = [scan(source, probe, shard)[layer] for shard in shards]             # anywhere; .save() / .load()
+    thresholds = functools.reduce(ScanState.merge, scans).thresholds("paper")
+    tallies = [tally(source, probe, {layer: thresholds}, shard)[layer] for shard in shards]
+    result = finalize(probe, functools.reduce(ScanState.merge, scans), functools.reduce(TallyState.merge, tallies))
+    write_layer(result, probe, out / layer, model_maps(source, probe, layer))
 
 Semantics (`paper`, default): T_k = 0.995 quantile (NumPy linear) of unit k's activations over every position
 of every image; M_k = bilinear upsampling (align_corners=False) of the map to sh x sw, > T_k;
@@ -437,6 +448,17 @@ def scan(
         for cache in caches.values():
             cache.close()
     return {layer: accumulator.state() for layer, accumulator in accumulators.items()}
+
+
+def model_maps(source: ModelActivations, probe: ProbeSet, layer: str, *,
+               batch_size: int = 32) -> Callable[[np.ndarray], np.ndarray]:
+    """A `maps(indices)` function for `write_layer` that runs the model on just those images."""
+
+    def maps(indices: np.ndarray) -> np.ndarray:
+        parts = [outputs[layer].cpu().numpy() for _, outputs in source.batches(probe, indices, batch_size=batch_size)]
+        return np.concatenate(parts)
+
+    return maps
 
 
 def cached_activations(cache_dir: Path, layer: str, probe: ProbeSet, *, device: str = "auto") -> ArrayActivations:

@@ -98,3 +98,21 @@ def test_overlapping_or_foreign_states_do_not_merge(probe_set_dir, tmp_path):
     a.save(tmp_path / "scan.npz")
     with pytest.raises(DissectionError, match="not a tally"):
         TallyState.load(tmp_path / "scan.npz")
+
+
+def test_sharded_outputs_with_model_maps_match_dissect(probe_set_dir, random_toy, tmp_path):
+    from dissection.engine import dissect, model_maps, write_layer
+
+    probe = load_probe_set(probe_set_dir)
+    source = ModelActivations(random_toy, ["conv4"], device="cpu", workers=0)
+    shards = [np.arange(0, 96), np.arange(96, len(probe))]
+    scans = [scan(source, probe, shard, topk=3)["conv4"] for shard in shards]
+    merged = scans[0].merge(scans[1])
+    thresholds = {"conv4": merged.thresholds()}
+    tallies = [tally(source, probe, thresholds, shard, workers=0)["conv4"] for shard in shards]
+    result = finalize(probe, merged, tallies[0].merge(tallies[1]))
+    sharded = write_layer(result, probe, tmp_path / "sharded" / "conv4", model_maps(source, probe, "conv4"))
+    single = dissect(probe_set_dir, tmp_path / "single", layers=["conv4"], model=random_toy, topk=3,
+                     workers=0, device="cpu")["conv4"]
+    assert (sharded / "tally.csv").read_text() == (single / "tally.csv").read_text()
+    assert (sharded / "report.html").is_file() and (sharded / "strips" / "unit_0001.jpg").is_file()
