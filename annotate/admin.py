@@ -1,7 +1,7 @@
 """Django admin for every model: the requester's raw view and escape hatch."""
 from django.contrib import admin
 
-from annotate.models import (Annotation, Assignment, Batch, DissectionRun, Network, ProbeSet, Task, Unit,
+from annotate.models import (Annotation, Assignment, Batch, DissectionRun, Network, ProbeSet, Shard, Task, Unit,
                              UnitImage, Worker)
 
 
@@ -22,6 +22,14 @@ class DissectionRunAdmin(admin.ModelAdmin):
     list_display = ("name", "network", "probe_set", "status", "progress", "created_at")
     list_filter = ("status",)
     search_fields = ("name",)
+
+
+@admin.register(Shard)
+class ShardAdmin(admin.ModelAdmin):
+    list_display = ("run", "phase", "layer", "index", "start", "stop", "status", "deliveries", "progress",
+                    "updated_at")
+    list_filter = ("phase", "status")
+    readonly_fields = ("result_keys",)
 
 
 class UnitImageInline(admin.TabularInline):

@@ -129,3 +129,52 @@ def demo_password() -> str:
     path.write_text(password + "\n")
     path.chmod(0o600)
     return password
+
+
+# --- the real demo pipeline: synthetic probe set, toy network, dissection ---------------------------------
+
+PROBE_IMAGES = 160
+PROBE_SIZE = 64
+TOY_EPOCHS = 40
+RUN_LAYERS = ("conv3", "conv4")
+RUN_TOPK = 12
+RUN_SHARD_SIZE = 40
+BATCH_UNITS = 8
+# Broden-style categories of the synthetic probe set -> the six human categories of the worker form.
+HUMAN_CATEGORY = {"color": "color", "object": "object", "part": "part", "material": "texture",
+                  "scene": "scene", "texture": "texture"}
+
+
+def cache_dir() -> Path:
+    """Where the demo keeps its probe set and trained toy network between `make run`s."""
+    return Path(os.environ.get("DEMO_CACHE_DIR") or Path(settings.BASE_DIR) / "var" / "demo")
+
+
+def probe_set_folder(cache: Path) -> Path:
+    """The synthetic probe set under `cache`, built (atomically) on first use."""
+    import shutil
+    import tempfile
+
+    from dissection.synth import make_probe_set
+
+    folder = cache / "probe-set"
+    if (folder / "index.csv").is_file():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".probe-set-", dir=cache))
+    try:
+        make_probe_set(partial, images=PROBE_IMAGES, size=PROBE_SIZE, seed=0)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.replace(folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return folder
+
+
+def toy_weights(cache: Path, probe_set: Path, *, progress: bool) -> Path:
+    """The toy network trained on the probe set (CPU, about half a minute), cached under `cache`."""
+    from dissection.train import train_toy
+
+    path = cache / "toy.pt"
+    return path if path.is_file() else train_toy(probe_set, path, seed=0, epochs=TOY_EPOCHS, progress=progress)

@@ -63,14 +63,14 @@ def _run_probe(run_id: int) -> tuple[DissectionRun, ProbeSet]:
     return run, load_probe_set(probe_set_root(run.probe_set))
 
 
-def _save_state(state: ScanState | TallyState, key: str) -> str:
+def save_state(state: ScanState | TallyState, key: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "state.npz"
         state.save(path)
         return store_file(key, path)
 
 
-def _load_state(kind: type[ScanState] | type[TallyState], key: str) -> ScanState | TallyState:
+def load_state(kind: type[ScanState] | type[TallyState], key: str) -> ScanState | TallyState:
     with tempfile.TemporaryDirectory() as tmp:
         return kind.load(fetch(key, Path(tmp) / "state.npz"))
 
@@ -80,18 +80,18 @@ def _scan(work: runs.ShardWork, progress: Callable[[int, int], None]) -> dict[st
     source = ModelActivations(network_model(run.network), run.layers, workers=0)
     states = scan(source, probe, np.arange(work.start, work.stop), topk=run.topk, batch_size=BATCH_SIZE,
                   progress=progress)
-    return {layer: _save_state(state, shard_key(run.pk, layer, Phase.SCAN, work.index))
+    return {layer: save_state(state, shard_key(run.pk, layer, Phase.SCAN, work.index))
             for layer, state in states.items()}
 
 
 def _tally(work: runs.ShardWork, progress: Callable[[int, int], None]) -> dict[str, str]:
     run, probe = _run_probe(work.run_id)
-    thresholds = {layer: _load_state(ScanState, merged_key(run.pk, layer, Phase.SCAN)).thresholds(run.semantics)
+    thresholds = {layer: load_state(ScanState, merged_key(run.pk, layer, Phase.SCAN)).thresholds(run.semantics)
                   for layer in run.layers}
     source = ModelActivations(network_model(run.network), run.layers, workers=0)
     states = tally(source, probe, thresholds, np.arange(work.start, work.stop), semantics=run.semantics,
                    batch_size=BATCH_SIZE, workers=0, progress=progress)
-    return {layer: _save_state(state, shard_key(run.pk, layer, Phase.TALLY, work.index))
+    return {layer: save_state(state, shard_key(run.pk, layer, Phase.TALLY, work.index))
             for layer, state in states.items()}
 
 
@@ -109,8 +109,8 @@ def layer_maps(model: nn.Module, probe: ProbeSet, layer: str) -> Callable[[np.nd
 
 def _render(work: runs.ShardWork, progress: Callable[[int, int], None]) -> dict[str, str]:
     run, probe = _run_probe(work.run_id)
-    scan_state = _load_state(ScanState, merged_key(run.pk, work.layer, Phase.SCAN))
-    tally_state = _load_state(TallyState, merged_key(run.pk, work.layer, Phase.TALLY))
+    scan_state = load_state(ScanState, merged_key(run.pk, work.layer, Phase.SCAN))
+    tally_state = load_state(TallyState, merged_key(run.pk, work.layer, Phase.TALLY))
     result = finalize(probe, scan_state, tally_state)
     prefix = report_prefix(run.pk, work.layer)
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,9 +132,9 @@ def _merge(run_id: int, phase: str) -> Callable[[], None]:
         for layer in DissectionRun.objects.get(pk=run_id).layers:
             merged = None
             for keys in results:
-                state = _load_state(kind, keys[layer])
+                state = load_state(kind, keys[layer])
                 merged = state if merged is None else merged.merge(state)
-            _save_state(merged, merged_key(run_id, layer, phase))
+            save_state(merged, merged_key(run_id, layer, phase))
 
     return prepare
 

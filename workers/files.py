@@ -6,6 +6,7 @@ once into WORK_DIR, because torch and the probe-set reader need local paths.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +20,7 @@ from annotate.models import ProbeSet
 
 
 def store_bytes(key: str, data: bytes) -> str:
-    """Write `data` at `key`, replacing what a earlier delivery wrote there; returns the stored name."""
+    """Write `data` at `key`, replacing what an earlier delivery wrote there; returns the stored name."""
     if default_storage.exists(key):
         default_storage.delete(key)
     return default_storage.save(key, ContentFile(data))
@@ -74,7 +75,9 @@ def probe_set_root(probe_set: ProbeSet) -> Path:
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=root.parent))
-    client = boto3.client("s3", endpoint_url=getattr(settings, "S3_ENDPOINT_URL", None) or None)
+    endpoint = settings.STORAGES["default"].get("OPTIONS", {}).get("endpoint_url") or os.environ.get(
+        "S3_ENDPOINT_URL") or None
+    client = boto3.client("s3", endpoint_url=endpoint)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +17,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
@@ -619,54 +616,6 @@ def _unit_create(run: DissectionRun, parsed: _UnitFolder, saved: list[str]) -> U
         saved.append(image.image.name)
         image.save()
     return unit
-
-
-# --- demo content ------------------------------------------------------------------------------------------
-
-DEMO_USERNAME = "requester"
-DEMO_RUN = "demo (drawn shapes)"
-DEMO_BATCH = "Label the units of the demo run"
-
-
-@dataclass
-class DemoContent:
-    username: str
-    password: str
-    batch: Batch
-
-
-def demo_content_build(*, password: str) -> DemoContent:
-    """Idempotently create the demo requester, a run of drawn units and a published local batch with two
-    gold units. Later issues swap the drawn run for a real dissection; the rest stays."""
-    from annotate import demo
-
-    user_model = get_user_model()
-    user, _ = user_model.objects.get_or_create(username=DEMO_USERNAME,
-                                               defaults={"is_staff": True, "is_superuser": True})
-    user.is_staff = True
-    user.set_password(password)
-    user.save()
-    run = DissectionRun.objects.filter(name=DEMO_RUN).first()
-    if run is None or not run.units.exists():
-        workdir = Path(tempfile.mkdtemp(prefix="unitscope-demo-"))
-        try:
-            demo.draw_unit_folders(workdir)
-            units_import(run_name=DEMO_RUN, directory=workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        run = DissectionRun.objects.get(name=DEMO_RUN)
-    batch = (Batch.objects.filter(title=DEMO_BATCH, created_by=user)
-             .exclude(state__in=[Batch.State.CANCELLED, Batch.State.FINISHED]).first())
-    if batch is None:
-        units = list(run.units.order_by("layer", "index"))
-        gold = {unit.pk: GoldAnswer(*demo.GOLD[unit.index]) for unit in units if unit.index in demo.GOLD}
-        batch = batch_create(
-            title=DEMO_BATCH, units=units, gold=gold, created_by=user, assignments_per_task=3,
-            images_per_task=demo.IMAGES_PER_UNIT, reward=Decimal("0.05"),
-            instructions="Look at the highlighted regions. What do most of them show?")
-    if batch.state in (Batch.State.DRAFT, Batch.State.PAUSED):
-        batch_publish(batch=batch)
-    return DemoContent(username=DEMO_USERNAME, password=password, batch=batch)
 
 
 def random_worker_id() -> str:

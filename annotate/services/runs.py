@@ -113,6 +113,13 @@ def probe_set_register(*, name: str, path: str) -> ProbeSet:
     return probe_set
 
 
+def _lock_run(run_id: int) -> DissectionRun:
+    """Lock the run row for this transaction and return it. The lock is taken by a write, so that SQLite
+    (whose SELECT ... FOR UPDATE is a no-op) also serializes writers here instead of failing an upgrade."""
+    DissectionRun.objects.select_for_update().filter(pk=run_id).update(status=F("status"))
+    return DissectionRun.objects.get(pk=run_id)
+
+
 # --- launch and cancel -------------------------------------------------------------------------------------
 
 def _enqueue(shard_ids: Sequence[int]) -> None:
@@ -169,7 +176,7 @@ def run_cancel(*, run: DissectionRun) -> DissectionRun:
     """Stop a queued or running run: its shards are dropped when a worker picks or reports them, and no
     units are published."""
     with transaction.atomic():
-        locked = DissectionRun.objects.select_for_update().get(pk=run.pk)
+        locked = _lock_run(run.pk)
         if locked.status not in ACTIVE:
             raise RunError(f"A {locked.get_status_display().lower()} run cannot be cancelled.")
         locked.status = Status.CANCELLED
@@ -205,9 +212,9 @@ class ShardWork:
 def shard_start(*, shard_id: int) -> ShardWork | None:
     """Count a delivery and mark the run running; None when the shard must not run (run stopped, or too many
     deliveries: then the run fails). A shard already done comes back with `done` set."""
+    run_id = Shard.objects.values_list("run_id", flat=True).get(pk=shard_id)
     with transaction.atomic():
-        shard = Shard.objects.select_related("run").get(pk=shard_id)
-        run = DissectionRun.objects.select_for_update().get(pk=shard.run_id)
+        run = _lock_run(run_id)
         if run.status not in ACTIVE:
             return None
         shard = Shard.objects.select_for_update().get(pk=shard_id)
@@ -273,7 +280,7 @@ def _run_update_progress(run_id: int) -> None:
 def shard_complete(*, work: ShardWork, result_keys: dict[str, str]) -> bool:
     """Record a computed shard once; False when it was already done (a repeated delivery never counts twice)."""
     with transaction.atomic():
-        DissectionRun.objects.select_for_update().filter(pk=work.run_id).update(status=F("status"))
+        _lock_run(work.run_id)
         shard = Shard.objects.select_for_update().get(pk=work.shard_id)
         if shard.status == Shard.Status.DONE:
             return False
@@ -305,8 +312,7 @@ def run_advance(*, run_id: int, phase: str, prepare: Callable[[], None]) -> list
     `prepare()` (merging the finished phase's states into deterministic keys) runs under the run's lock, so
     concurrent finishers of the last shard prepare and create the next phase exactly once."""
     with transaction.atomic():
-        DissectionRun.objects.select_for_update().filter(pk=run_id).update(status=F("status"))
-        run = DissectionRun.objects.get(pk=run_id)
+        run = _lock_run(run_id)
         nxt = NEXT_PHASE[Phase(phase)]
         if run.status not in ACTIVE or Shard.objects.filter(run_id=run_id, phase=nxt).exists():
             return []
@@ -337,8 +343,7 @@ def run_publish(*, run_id: int, layers: Sequence[PublishedLayer]) -> bool:
     half-written units); idempotent: a repeated publish updates the same rows. False when the run is no longer
     active (cancelled or failed meanwhile)."""
     with transaction.atomic():
-        DissectionRun.objects.select_for_update().filter(pk=run_id).update(status=F("status"))
-        run = DissectionRun.objects.get(pk=run_id)
+        run = _lock_run(run_id)
         if run.status == Status.DONE:
             return True
         if run.status not in ACTIVE:
@@ -365,7 +370,7 @@ def run_publish(*, run_id: int, layers: Sequence[PublishedLayer]) -> bool:
 def run_set_report(*, run_id: int, key: str, value: Any) -> None:
     """Add one entry (e.g. the CAM gallery) to the run's report map."""
     with transaction.atomic():
-        run = DissectionRun.objects.select_for_update().get(pk=run_id)
+        run = _lock_run(run_id)
         run.report = {**run.report, key: value}
         run.save(update_fields=["report"])
 

@@ -96,33 +96,3 @@ def test_expire_assignments_command(batch: Batch) -> None:
     call_command("expire_assignments", stdout=out)
     assert "Expired 1 assignment" in out.getvalue()
     assert Assignment.objects.get().slot is None
-
-
-def test_demo_is_idempotent_and_prints_login_and_link(db, monkeypatch, django_user_model) -> None:
-    monkeypatch.setenv("DEMO_PASSWORD", "demo-secret-42")
-    first, second = io.StringIO(), io.StringIO()
-    call_command("demo", stdout=first)
-    call_command("demo", stdout=second)
-    batch = Batch.objects.get()
-    assert batch.state == Batch.State.PUBLISHED and batch.tasks.filter(is_gold=True).count() == 2
-    assert DissectionRun.objects.count() == 1 and Unit.objects.count() == 6
-    assert UnitImage.objects.count() == 6 * 12
-    for out in (first, second):
-        assert "user requester  password demo-secret-42" in out.getvalue()
-        assert f"/w/{batch.public_id}/" in out.getvalue()
-    user = django_user_model.objects.get(username="requester")
-    assert user.is_staff and user.check_password("demo-secret-42")
-    image = Image.open(UnitImage.objects.first().image)
-    assert image.size == (96, 96)
-
-
-def test_serve_demo_prints_access_then_runs_the_server(db, monkeypatch) -> None:
-    monkeypatch.setenv("DEMO_PASSWORD", "demo-secret-42")
-    calls = []
-    from annotate.management.commands import serve_demo
-
-    monkeypatch.setattr(serve_demo, "call_command", lambda *args, **kwargs: calls.append((args, kwargs)))
-    out = io.StringIO()
-    call_command("serve_demo", "127.0.0.1:8123", stdout=out)
-    assert "http://127.0.0.1:8123/w/" in out.getvalue() and "password demo-secret-42" in out.getvalue()
-    assert calls == [(("runserver", "127.0.0.1:8123"), {"use_reloader": False})]

@@ -8,7 +8,6 @@ and hands the same file to the workers. Redis db 11 is kept for these tests and 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -85,14 +84,19 @@ def redis_broker(settings: Any) -> Iterator[str]:
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     previous = app.conf.broker_url
-    app.conf.broker_url = REDIS_URL
-    app.pool.force_close_all()
+    _switch_broker(app, REDIS_URL)
+    try:
+        yield REDIS_URL
+    finally:
+        _switch_broker(app, previous)
+        client.flushdb()
+
+
+def _switch_broker(app: Any, url: str) -> None:
+    """Send through `url` from now on: forget the cached connection and producer pools (as after a fork)."""
+    app.conf.broker_url = url
     app._pool = None
-    yield REDIS_URL
-    app.pool.force_close_all()
-    app._pool = None
-    app.conf.broker_url = previous
-    client.flushdb()
+    app.amqp._producer_pool = None
 
 
 @pytest.fixture
@@ -110,10 +114,12 @@ def shared_db(transactional_db: None, tmp_path: Path) -> Iterator[str]:
     original = connections["default"]
     shared = original.__class__({**original.settings_dict, "NAME": str(path), "TEST": {}}, "default")
     connections["default"] = shared
+    connections.settings["default"] = shared.settings_dict  # threads started meanwhile connect here too
     try:
         yield url
     finally:
         shared.close()
+        connections.settings["default"] = original.settings_dict
         connections["default"] = original
 
 
@@ -174,17 +180,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, workers: 
 
 def tally_arrays(run: DissectionRun) -> dict[str, dict[str, Any]]:
     """The merged tally of every layer of a finished run, read back from storage."""
-    from workers.dissect import _load_state, merged_key
+    from dissection.engine import TallyState
+    from workers.dissect import load_state, merged_key
 
     out = {}
     for layer in run.layers:
-        state = _load_state(__import__("dissection.engine", fromlist=["TallyState"]).TallyState,
-                            merged_key(run.pk, layer, "tally"))
+        state = load_state(TallyState, merged_key(run.pk, layer, "tally"))
         out[layer] = {"intersect": state.intersect, "truth": state.truth, "activation": state.activation,
                       "thresholds": state.thresholds}
     return out
-
-
-def copy_probe_set(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target

@@ -1,20 +1,27 @@
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotate.demo import demo_password
-from annotate.services import demo_content_build
+from annotate.services.demo import DemoContent, DemoError, demo_content_build
 
 
-def print_demo_access(command: BaseCommand, site: str, username: str, password: str, batch_id: str) -> None:
-    command.stdout.write(f"Requester login: {site}/accounts/login/  user {username}  password {password}")
-    command.stdout.write(f"Worker link:     {site}/w/{batch_id}/")
+def print_demo_access(command: BaseCommand, site: str, content: DemoContent) -> None:
+    command.stdout.write(f"Requester login: {site}/accounts/login/  user {content.username}  "
+                         f"password {content.password}")
+    command.stdout.write(f"Worker link:     {site}/w/{content.batch.public_id}/")
+    command.stdout.write(f"Demo run:        {site}/runs/{content.run.pk}/")
 
 
 class Command(BaseCommand):
-    help = "Create (idempotently) the demo requester, drawn demo units and a published batch with gold units."
+    help = ("Create (idempotently) the demo: a synthetic probe set and a toy network trained on it (cached under "
+            "var/demo), a dissection of conv3 and conv4 through the workers, and a published batch with two "
+            "gold units.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--site", default="http://127.0.0.1:8000", help="address printed in the links")
 
     def handle(self, *args: object, site: str, **options: object) -> None:
-        content = demo_content_build(password=demo_password())
-        print_demo_access(self, site.rstrip("/"), content.username, content.password, str(content.batch.public_id))
+        try:
+            content = demo_content_build(password=demo_password(), progress=self.stderr._out)
+        except DemoError as exc:
+            raise CommandError(str(exc)) from None
+        print_demo_access(self, site.rstrip("/"), content)

@@ -1,0 +1,109 @@
+"""The demo content `make run` shows: a real dissection of the toy network on the synthetic probe set, run
+through the workers (a worker thread in this process by default), and a local batch made from its units with
+two gold units whose answers come from the probe set's ground-truth labels."""
+from __future__ import annotations
+
+import io
+from contextlib import nullcontext
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TextIO
+
+from django.contrib.auth import get_user_model
+from django.core.files import File
+
+from annotate import demo
+from annotate.models import Batch, DissectionRun, Network, ProbeSet, Unit
+from annotate.services import GoldAnswer, batch_create, batch_publish
+from annotate.services.runs import network_register, probe_set_register, run_launch
+from workers.follow import follow_run
+from workers.inprocess import in_process_worker, needs_in_process_worker
+
+DEMO_USERNAME = "requester"
+DEMO_NETWORK = "toy (demo)"
+DEMO_PROBE_SET = "synthetic (demo)"
+DEMO_RUN = "demo: toy network on the synthetic probe set"
+DEMO_BATCH = "Label the units of the demo run"
+
+
+class DemoError(RuntimeError):
+    """The demo dissection did not finish (its message says why)."""
+
+
+@dataclass
+class DemoContent:
+    username: str
+    password: str
+    batch: Batch
+    run: DissectionRun
+
+
+def _registered(progress: TextIO | None) -> tuple[Network, ProbeSet]:
+    cache = demo.cache_dir()
+    folder = demo.probe_set_folder(cache)
+    probe_set = ProbeSet.objects.filter(name=DEMO_PROBE_SET).first() or probe_set_register(
+        name=DEMO_PROBE_SET, path=str(folder))
+    network = Network.objects.filter(name=DEMO_NETWORK).first()
+    if network is None:
+        weights = demo.toy_weights(cache, folder, progress=progress is not None)
+        with weights.open("rb") as handle:
+            network = network_register(name=DEMO_NETWORK, architecture="toy", weights=File(handle, name="toy.pt"))
+    return network, probe_set
+
+
+def demo_run_build(*, progress: TextIO | None = None) -> DissectionRun:
+    """The finished demo run, dissecting conv3 and conv4 through the workers unless one is done already."""
+    run = DissectionRun.objects.filter(name=DEMO_RUN).first()
+    if run is not None and run.status == DissectionRun.Status.DONE:
+        return run
+    if run is not None:  # failed, cancelled, or queued in a broker that died with its process
+        run.delete()
+    network, probe_set = _registered(progress)
+    with in_process_worker() if needs_in_process_worker() else nullcontext():
+        run = run_launch(name=DEMO_RUN, network=network, probe_set=probe_set, layers=list(demo.RUN_LAYERS),
+                         shard_size=demo.RUN_SHARD_SIZE, topk=demo.RUN_TOPK)
+        run = follow_run(run, stream=progress or io.StringIO())
+    if run.status != DissectionRun.Status.DONE:
+        raise DemoError(f"the demo run {run.status}: {run.error}")
+    return run
+
+
+def demo_gold(units: list[Unit]) -> dict[int, GoldAnswer]:
+    """Two gold units: the interpretable units with the highest IoU (distinct labels); the accepted answer is
+    the label the probe set's ground truth gives them, in the matching human category."""
+    gold: dict[int, GoldAnswer] = {}
+    labels: set[str] = set()
+    for unit in sorted(units, key=lambda u: (-(u.iou or 0.0), u.layer, u.index)):
+        if unit.interpretable and unit.label not in labels and unit.category in demo.HUMAN_CATEGORY:
+            gold[unit.pk] = GoldAnswer(demo.HUMAN_CATEGORY[unit.category], (unit.label,))
+            labels.add(unit.label)
+        if len(gold) == 2:
+            break
+    return gold
+
+
+def demo_content_build(*, password: str, progress: TextIO | None = None) -> DemoContent:
+    """Idempotently: the demo requester, the demo run (dissected if missing) and a published local batch of
+    its most interpretable conv4 units with two gold units."""
+    user, _ = get_user_model().objects.get_or_create(username=DEMO_USERNAME,
+                                                     defaults={"is_staff": True, "is_superuser": True})
+    user.is_staff = True
+    user.set_password(password)
+    user.save()
+    run = demo_run_build(progress=progress)
+    batch = (Batch.objects.filter(title=DEMO_BATCH, created_by=user)
+             .exclude(state__in=[Batch.State.CANCELLED, Batch.State.FINISHED]).first())
+    if batch is None:
+        candidates = list(run.units.filter(layer=demo.RUN_LAYERS[-1]))
+        gold = demo_gold(candidates)
+        others = [u for u in sorted(candidates, key=lambda u: (-(u.iou or 0.0), u.index)) if u.pk not in gold]
+        chosen = others[: demo.BATCH_UNITS - len(gold)]
+        for position, pk in zip((1, 4), gold):  # gold units sit among the others
+            chosen.insert(position, next(u for u in candidates if u.pk == pk))
+        batch = batch_create(
+            title=DEMO_BATCH, units=chosen, gold=gold, created_by=user,
+            assignments_per_task=3, images_per_task=demo.RUN_TOPK, reward=Decimal("0.05"),
+            instructions="Look at the highlighted regions. What do most of them show?")
+    if batch.state in (Batch.State.DRAFT, Batch.State.PAUSED):
+        batch_publish(batch=batch)
+    return DemoContent(username=DEMO_USERNAME, password=password, batch=batch, run=run)
