@@ -38,8 +38,9 @@ def work_shard(run: DissectionRun) -> bool:
 
 
 def test_launch_a_run_watch_its_progress_and_label_its_units(
-        tabs: Tabs, page: Page, check_page: Check, log_in: Callable[[Page], None], settings: Any,
-        tmp_path: Path, toy_weights: Path, probe_set_dir: Path) -> None:
+        tabs: Tabs, page: Page, check_page: Check, log_in: Callable[[Page], None],
+        expect_http_error: Callable[[Page, int], None], settings: Any, tmp_path: Path, toy_weights: Path,
+        probe_set_dir: Path) -> None:
     settings.WORK_DIR = tmp_path / "work"
     log_in(page)
     page.get_by_role("link", name="Dissection runs").click()
@@ -70,6 +71,14 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     page.get_by_label("Images per shard", exact=True).fill("80")
     page.get_by_label("Top images per unit", exact=True).fill("6")
     check_page(page, "run_form")
+    page.get_by_label("Layers", exact=True).fill("conv9")
+    expect_http_error(page, 400)
+    page.get_by_role("button", name="Launch").click()
+    expect(page.get_by_role("alert")).to_contain_text("conv9")
+    check_page(page, "run_form_refused")
+    expect(page.get_by_label("Name", exact=True)).to_have_value("toy run")
+    expect(page.get_by_label("Images per shard", exact=True)).to_have_value("80")
+    page.get_by_label("Layers", exact=True).fill("conv4")
     page.get_by_role("button", name="Launch").click()
     expect(page.locator("ul.messages")).to_contain_text("Run 'toy run' queued in 2 scan shards.")
     expect(page.locator("#run-percent")).to_have_text("0%")
