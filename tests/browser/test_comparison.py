@@ -12,10 +12,10 @@ from playwright.sync_api import Page, expect
 from annotate.models import Annotation, Batch, DissectionRun, Task
 from annotate.services.comparison import crowd_simulate
 from tests.browser.conftest import Tabs
+from tests.browser.pages import Check, tab_to
 
 pytestmark = pytest.mark.browser
 
-Check = Callable[[Page, str], None]
 PLOTS = ("confusion", "agreement", "scatter")
 
 
@@ -77,9 +77,12 @@ def test_comparison_dashboard_shows_its_plots_and_starts_blind_verification(
     worker.wait_for_url("**/w/a/*/")
     task = Task.objects.get(assignments__worker__external_id="vera")
     expect(worker.locator("#candidate-label")).to_have_text(task.candidate_label)
-    worker.get_by_label("Yes", exact=True).check()
+    # As the page says: keys choose the answer and Enter submits it.
+    tab_to(worker, worker.get_by_label("Yes", exact=True))
+    worker.keyboard.press("Space")
+    expect(worker.get_by_label("Yes", exact=True)).to_be_checked()
     check_page(worker, "worker_verify")
-    worker.get_by_role("button", name="Submit answer").click()
+    worker.keyboard.press("Enter")
     worker.wait_for_url("**/w/task/*/")
     check_page(worker, "worker_verify_next")
     assert Annotation.objects.get(assignment__worker__external_id="vera").verify_answer is True

@@ -16,11 +16,10 @@ from annotate import services
 from annotate.models import Assignment, Batch, Provider
 from annotate.providers import mturk
 from tests.browser.conftest import Tabs
-from tests.browser.test_worker import answer
+from tests.browser.pages import Check, answer
 
 pytestmark = pytest.mark.browser
 
-Check = Callable[[Page, str], None]
 SANDBOX = "https://workersandbox.mturk.com"
 
 

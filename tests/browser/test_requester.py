@@ -13,10 +13,10 @@ from playwright.sync_api import Page, expect
 from annotate import services
 from annotate.models import Assignment, Batch, DissectionRun, Provider
 from tests.browser.conftest import IMAGES_PER_UNIT
+from tests.browser.pages import Check
 
 pytestmark = pytest.mark.browser
 
-Check = Callable[[Page, str], None]
 # worker -> one (words, category, rejected ranks) per task, in batch order
 CROWD = {
     "carol": [("red circle", "color", [4]), ("stripes", "texture", []), ("green", "color", [1, 2])],

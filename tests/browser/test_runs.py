@@ -15,11 +15,11 @@ from playwright.sync_api import Page, expect
 from annotate.models import Batch, DissectionRun, Shard
 from annotate.services import runs
 from tests.browser.conftest import Tabs
+from tests.browser.pages import Check
 from workers.tasks import cam_gallery, dissect_shard
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-Check = Callable[[Page, str], None]
 POLL_TIMEOUT_MS = 15_000
 GALLERY_IMAGES = 8
 

@@ -2,40 +2,22 @@
 a refused answer that keeps what was typed; and a task done with the keyboard alone."""
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
 from annotate import services
 from annotate.models import Annotation, Assignment, Batch
 from tests.browser.conftest import IMAGES_PER_UNIT
+from tests.browser.pages import WORDS, Check, answer, start, tab_to, tick, tile
 
 pytestmark = pytest.mark.browser
 
-Check = Callable[[Page, str], None]
-WORDS = "Write one or two words"
 # per task: words, image numbers (1-based, as shown) that do not fit, category label
 ANSWERS = [("red circle", [3, 5], "Simple elements or colors"),
            ("stripes", [], "Texture or material"),
            ("green triangle", [12], "Object")]
-
-
-def tile(page: Page, number: int) -> Locator:
-    """The image a worker sees as number `number` (clicking it ticks its checkbox)."""
-    return page.get_by_role("img", name=re.compile(rf"^Image {number} of "))
-
-
-def tick(page: Page, number: int) -> Locator:
-    return page.get_by_role("checkbox").nth(number - 1)
-
-
-def answer(page: Page, words: str, numbers: list[int], category: str) -> None:
-    page.get_by_label(WORDS).fill(words)
-    for number in numbers:
-        tile(page, number).click()
-    page.get_by_label(category, exact=True).check()
 
 
 def expect_answer_kept(page: Page, words: str, numbers: list[int], category: str) -> None:
@@ -46,14 +28,6 @@ def expect_answer_kept(page: Page, words: str, numbers: list[int], category: str
         else:
             expect(tick(page, number)).not_to_be_checked()
     expect(page.get_by_label(category, exact=True)).to_be_checked()
-
-
-def start(page: Page, check_page: Check, batch: Batch, worker_id: str) -> None:
-    page.goto(f"/w/{batch.public_id}/")
-    check_page(page, "worker_start")
-    page.get_by_label("Your worker id").fill(worker_id)
-    page.get_by_role("button", name="Start").click()
-    page.wait_for_url("**/w/task/*/")
 
 
 def test_worker_previews_accepts_answers_every_task_and_finishes(
@@ -114,15 +88,6 @@ def test_a_refused_answer_keeps_what_the_worker_typed(
     expect_answer_kept(page, "red disc", [2, 7], "Object part")
     assert page.url == form_url
     assert not Annotation.objects.exists()
-
-
-def tab_to(page: Page, target: Locator, limit: int = 60) -> None:
-    """Press Tab until `target` has the keyboard focus."""
-    for _ in range(limit):
-        page.keyboard.press("Tab")
-        if target.evaluate("el => el === document.activeElement"):
-            return
-    raise AssertionError(f"{target} cannot be reached with Tab")
 
 
 def test_keyboard_alone_completes_a_task(page: Page, check_page: Check,
