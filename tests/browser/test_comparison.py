@@ -92,3 +92,10 @@ def test_comparison_dashboard_shows_its_plots_and_starts_blind_verification(
     expect_plots(page, PLOTS + ("verification",))
     expect(page.get_by_role("list", name="Blind verification")).to_contain_text("labels judged correct")
     check_page(page, "comparison")
+
+    page.get_by_role("link", name="Dashboard").click()
+    check_page(page, "dashboard_comparison")
+    page.get_by_role("row").filter(has_text=run.name).get_by_role("link", name="comparison").click()
+    expect(page.get_by_role("heading", name=f"Human versus automatic labels: Run {run.name}")).to_be_visible()
+    expect_plots(page, PLOTS)
+    check_page(page, "run_comparison")

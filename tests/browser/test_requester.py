@@ -72,6 +72,11 @@ def test_requester_creates_publishes_reviews_and_exports_a_batch(
 
     page.get_by_role("button", name="Publish").click()
     expect(page.get_by_role("status")).to_contain_text("Batch published.")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("status")).to_contain_text("Batch paused.")
+    check_page(page, "batch_paused")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.get_by_role("status")).to_contain_text("Batch published.")
     check_page(page, "batch_detail")
     batch = Batch.objects.get(title="Label conv4 of the drawn run")
     assert batch.state == Batch.State.PUBLISHED and batch.assignments_per_task == 2

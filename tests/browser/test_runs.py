@@ -117,6 +117,15 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     expect(page.get_by_role("img", name=re.compile(r"^CAM of "))).to_have_count(GALLERY_IMAGES)
     check_page(page, "run_gallery")
 
+    second = runs.run_launch(name="second run", network=run.network, probe_set=run.probe_set, layers=["conv4"])
+    page.goto(f"/runs/{second.pk}/")
+    check_page(page, "run_second")
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.locator("ul.messages")).to_contain_text("Run cancelled")
+    expect(page.locator("#run-state")).to_have_text("Cancelled")
+    check_page(page, "run_cancelled")
+    page.goto(f"/runs/{run.pk}/")
+
     page.get_by_role("link", name="Create a batch from the units of conv4").click()
     expect(page.get_by_label("Layer", exact=True)).to_have_value("conv4")
     page.get_by_label("Title", exact=True).fill("Label the toy model's conv4")
