@@ -41,8 +41,8 @@ UNITS = 3
 IMAGES_PER_UNIT = 12
 
 # Accessibility problems of the page in the browser: images without alt text, broken images, role="img"
-# drawings (the SVG plots) without a name, and visible form controls that no label names (label[for], a
-# wrapping label, aria-label or aria-labelledby).
+# drawings (the SVG plots) without a name, duplicate ids, and visible form controls that no label names
+# (label[for], a wrapping label, aria-label or aria-labelledby).
 _AUDIT_JS = """() => {
   const describe = (el) => el.outerHTML.slice(0, 160);
   const problems = [];
@@ -55,6 +55,11 @@ _AUDIT_JS = """() => {
          (id) => id && document.getElementById(id) && document.getElementById(id).textContent.trim());
   for (const el of document.querySelectorAll("[role=img]")) {
     if (!named(el)) problems.push("role=img drawing without a name: " + describe(el));
+  }
+  const seen = new Set();
+  for (const el of document.querySelectorAll("[id]")) {
+    if (seen.has(el.id)) problems.push("duplicate id (labels and aria point to the first only): " + el.id);
+    seen.add(el.id);
   }
   const controls = document.querySelectorAll("input, select, textarea");
   for (const el of controls) {
