@@ -4,7 +4,7 @@ Each worker is limited to one torch thread (TORCH_NUM_THREADS=1, solo pool), so 
 comparison is fair. The clock runs from launch to the run's `done` (workers are up and answering pings before
 it starts). Both runs' merged tallies are compared value by value. Last line: `speedup=<x> identical=<bool>`.
 
-    .venv/bin/python bench/scale.py [--images 480] [--shard-size 40]
+    .venv/bin/python bench/scale.py [--images 1200] [--shard-size 60]
 
 Needs Redis at 127.0.0.1:6379 (db 12 is flushed); uses a throwaway SQLite database unless DATABASE_URL is set.
 """
@@ -26,9 +26,9 @@ LAYERS = ["conv3", "conv4"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=480)
+    parser.add_argument("--images", type=int, default=1200)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--shard-size", type=int, default=40)
+    parser.add_argument("--shard-size", type=int, default=60)
     parser.add_argument("--topk", type=int, default=10)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="unitscope-scale-"))

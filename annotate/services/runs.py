@@ -340,27 +340,29 @@ class PublishedLayer:
 
 def run_publish(*, run_id: int, layers: Sequence[PublishedLayer]) -> bool:
     """Write every unit and unit image of the run and mark it done, all in one transaction (so no run shows
-    half-written units); idempotent: a repeated publish updates the same rows. False when the run is no longer
-    active (cancelled or failed meanwhile)."""
+    half-written units); idempotent: a repeated publish of an active run replaces the same rows, one of a done
+    run changes nothing. False when the run is no longer active (cancelled or failed meanwhile)."""
     with transaction.atomic():
         run = _lock_run(run_id)
         if run.status == Status.DONE:
             return True
         if run.status not in ACTIVE:
             return False
+        # Before `done` no batch can hold these units, so replacing them keeps a repeated publish exact.
+        Unit.objects.filter(run=run, layer__in=[p.layer for p in layers]).delete()
         for published in layers:
-            for entry in published.document["units"]:
-                unit, _ = Unit.objects.update_or_create(
-                    run=run, layer=published.layer, index=entry["channel"],
-                    defaults={"label": entry["label"][:200], "category": entry["category"][:50],
-                              "iou": entry["iou"], "interpretable": entry["interpretable"],
-                              "threshold": entry["threshold"], "top_concepts": entry["concepts"]})
-                for rank, image in enumerate(entry["images"]):
-                    UnitImage.objects.update_or_create(
-                        unit=unit, rank=rank,
-                        defaults={"image": f"{published.prefix}/{image['tile']}",
-                                  "max_activation": image["activation"], "source_image": image["image"]})
-                unit.images.filter(rank__gte=len(entry["images"])).delete()
+            units = Unit.objects.bulk_create([
+                Unit(run=run, layer=published.layer, index=entry["channel"], label=entry["label"][:200],
+                     category=entry["category"][:50], iou=entry["iou"], interpretable=entry["interpretable"],
+                     threshold=entry["threshold"], top_concepts=entry["concepts"])
+                for entry in published.document["units"]
+            ])
+            by_index = {unit.index: unit for unit in units}
+            UnitImage.objects.bulk_create([
+                UnitImage(unit=by_index[entry["channel"]], rank=rank, image=f"{published.prefix}/{image['tile']}",
+                          max_activation=image["activation"], source_image=image["image"])
+                for entry in published.document["units"] for rank, image in enumerate(entry["images"])
+            ])
         run.report = {**run.report, **{p.layer: f"{p.prefix}/report.html" for p in layers}}
         run.status, run.progress, run.eta_seconds, run.finished_at = Status.DONE, 1.0, None, timezone.now()
         run.save(update_fields=["report", "status", "progress", "eta_seconds", "finished_at"])
