@@ -163,11 +163,11 @@ def shard_run(shard_id: int) -> None:
             logger.info("shard %s dropped: its run stopped", shard_id)
             return
         except DissectionError as exc:
-            runs.run_fail(run_id=work.run_id, error=f"{_where(work)}: {exc}")
+            runs.run_fail(run_id=work.run_id, error=f"{runs.shard_title(work)}: {exc}")
             return
         except Exception as exc:
             logger.exception("shard %s failed", shard_id)
-            runs.run_fail(run_id=work.run_id, error=f"{_where(work)}: {type(exc).__name__}: {exc}")
+            runs.run_fail(run_id=work.run_id, error=f"{runs.shard_title(work)}: {type(exc).__name__}: {exc}")
             return
         runs.shard_complete(work=work, result_keys=keys)
     if not runs.phase_complete(run_id=work.run_id, phase=work.phase):
@@ -179,12 +179,6 @@ def shard_run(shard_id: int) -> None:
             runs.run_advance(run_id=work.run_id, phase=work.phase, prepare=_merge(work.run_id, work.phase))
     except DissectionError as exc:
         runs.run_fail(run_id=work.run_id, error=f"merging the {work.phase} shards: {exc}")
-
-
-def _where(work: runs.ShardWork) -> str:
-    if work.phase == Phase.RENDER:
-        return f"render of layer {work.layer!r}"
-    return f"{work.phase} shard {work.index} (images {work.start}-{work.stop - 1})"
 
 
 def torch_threads(count: int | None) -> None:

@@ -51,7 +51,8 @@ def gallery_build(*, run_id: int, images: int = 8) -> str:
             "image": probe.images[int(index)].image, "overlay": key, "prediction": name,
             "probability": explanation.probability, "layer": head.feature_layer,
             "units": [{"unit": u.unit, "channel": u.channel, "contribution": u.contribution,
-                       "label": u.label.label if u.label else "", "interpretable": bool(u.label and u.label.interpretable)}
+                       "label": u.label.label if u.label else "",
+                       "interpretable": bool(u.label and u.label.interpretable)}
                       for u in explanation.units[:TOP_UNITS]],
         })
     key = store_bytes(f"runs/{run_id}/cam/gallery.json", json.dumps(entries, indent=1).encode())

@@ -225,7 +225,7 @@ def shard_start(*, shard_id: int) -> ShardWork | None:
         shard.deliveries += 1
         if shard.deliveries > settings.SHARD_MAX_DELIVERIES:
             run.status, run.finished_at, run.eta_seconds = Status.FAILED, timezone.now(), None
-            run.error = (f"{_shard_name(shard)} was delivered {shard.deliveries} times (its worker died each "
+            run.error = (f"{shard_title(shard)} was delivered {shard.deliveries} times (its worker died each "
                          f"time; limit SHARD_MAX_DELIVERIES={settings.SHARD_MAX_DELIVERIES})")
             run.save(update_fields=["status", "finished_at", "eta_seconds", "error"])
             shard.save(update_fields=["deliveries", "updated_at"])
@@ -238,7 +238,8 @@ def shard_start(*, shard_id: int) -> ShardWork | None:
     return work
 
 
-def _shard_name(shard: Shard) -> str:
+def shard_title(shard: Shard | ShardWork) -> str:
+    """How errors name a shard: "scan shard 1 (images 48-95)" or "render shard of layer 'conv4'"."""
     if shard.phase == Phase.RENDER:
         return f"render shard of layer {shard.layer!r}"
     return f"{shard.phase} shard {shard.index} (images {shard.start}-{shard.stop - 1})"
