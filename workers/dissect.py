@@ -1,12 +1,14 @@
 """What a worker computes for one shard of a run, between `annotate.services.runs` transitions.
 
-scan shard   → runs/<id>/<layer>/scan/shard-<i>.npz (ScanState per layer)
-tally shard  → runs/<id>/<layer>/tally/shard-<i>.npz (TallyState per layer, thresholds from scan/merged.npz)
+scan shard   → runs/<id>/<layer>/scan/shard-<i>.npz (ScanState per layer); merged into scan/merged.npz and
+               scan/thresholds.npy once all are done
+tally shard  → runs/<id>/<layer>/tally/shard-<i>.npz (TallyState per layer); merged into tally/merged.npz
 render shard → runs/<id>/<layer>/report/ (result.json, tally.csv, tiles, strips, report.html)
 Keys are deterministic, so a repeated shard rewrites the same files; merges run once under the run's lock.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import tempfile
@@ -23,7 +25,7 @@ from annotate.services import runs
 from dissection.broden import ProbeSet, load_probe_set
 from dissection.engine import (ModelActivations, ScanState, TallyState, finalize, scan, tally, write_layer)
 from dissection.errors import DissectionError
-from workers.files import fetch, local_copy, probe_set_root, store_file, store_tree
+from workers.files import fetch, local_copy, probe_set_root, store_bytes, store_file, store_tree
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,15 @@ def shard_key(run_id: int, layer: str, phase: str, index: int) -> str:
 
 def merged_key(run_id: int, layer: str, phase: str) -> str:
     return f"runs/{run_id}/{layer}/{phase}/merged.npz"
+
+
+def thresholds_key(run_id: int, layer: str) -> str:
+    return f"runs/{run_id}/{layer}/scan/thresholds.npy"
+
+
+def _load_thresholds(key: str) -> np.ndarray:
+    with default_storage.open(key, "rb") as handle:
+        return np.load(io.BytesIO(handle.read()), allow_pickle=False)
 
 
 def report_prefix(run_id: int, layer: str) -> str:
@@ -86,8 +97,7 @@ def _scan(work: runs.ShardWork, progress: Callable[[int, int], None]) -> dict[st
 
 def _tally(work: runs.ShardWork, progress: Callable[[int, int], None]) -> dict[str, str]:
     run, probe = _run_probe(work.run_id)
-    thresholds = {layer: load_state(ScanState, merged_key(run.pk, layer, Phase.SCAN)).thresholds(run.semantics)
-                  for layer in run.layers}
+    thresholds = {layer: _load_thresholds(thresholds_key(run.pk, layer)) for layer in run.layers}
     source = ModelActivations(network_model(run.network), run.layers, workers=0)
     states = tally(source, probe, thresholds, np.arange(work.start, work.stop), semantics=run.semantics,
                    batch_size=BATCH_SIZE, workers=0, progress=progress)
@@ -129,12 +139,17 @@ def _merge(run_id: int, phase: str) -> Callable[[], None]:
 
     def prepare() -> None:
         results = runs.phase_results(run_id=run_id, phase=phase)
-        for layer in DissectionRun.objects.get(pk=run_id).layers:
+        run = DissectionRun.objects.get(pk=run_id)
+        for layer in run.layers:
             merged = None
             for keys in results:
                 state = load_state(kind, keys[layer])
                 merged = state if merged is None else merged.merge(state)
             save_state(merged, merged_key(run_id, layer, phase))
+            if phase == Phase.SCAN:  # what every tally shard needs, without the candidates behind it
+                buffer = io.BytesIO()
+                np.save(buffer, merged.thresholds(run.semantics))
+                store_bytes(thresholds_key(run_id, layer), buffer.getvalue())
 
     return prepare
 
