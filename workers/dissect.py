@@ -176,13 +176,16 @@ def shard_run(shard_id: int) -> None:
             keys = COMPUTE[Phase(work.phase)](work, runs.shard_progress_reporter(work=work))
         except runs.RunStopped:
             logger.info("shard %s dropped: its run stopped", shard_id)
+            runs.shard_release(work=work)
             return
         except DissectionError as exc:
             runs.run_fail(run_id=work.run_id, error=f"{runs.shard_title(work)}: {exc}")
+            runs.shard_release(work=work)
             return
         except Exception as exc:
             logger.exception("shard %s failed", shard_id)
             runs.run_fail(run_id=work.run_id, error=f"{runs.shard_title(work)}: {type(exc).__name__}: {exc}")
+            runs.shard_release(work=work)
             return
         runs.shard_complete(work=work, result_keys=keys)
     if not runs.phase_complete(run_id=work.run_id, phase=work.phase):

@@ -278,6 +278,12 @@ def _run_update_progress(run_id: int) -> None:
     DissectionRun.objects.filter(pk=run_id, status__in=ACTIVE).update(progress=progress, eta_seconds=eta)
 
 
+def shard_release(*, work: ShardWork) -> None:
+    """A shard given up (its run stopped, or it failed) goes back to pending, with nothing recorded."""
+    Shard.objects.filter(pk=work.shard_id, status=Shard.Status.RUNNING).update(status=Shard.Status.PENDING,
+                                                                                progress=0.0)
+
+
 def shard_complete(*, work: ShardWork, result_keys: dict[str, str]) -> bool:
     """Record a computed shard once; False when it was already done (a repeated delivery never counts twice)."""
     with transaction.atomic():
