@@ -130,3 +130,42 @@ def test_a_shard_in_flight_stops_at_its_next_progress_report(launch, monkeypatch
     second.refresh_from_db()
     assert (second.status, second.deliveries, second.progress) == (Shard.Status.PENDING, 1, 0.0)
     assert DissectionRun.objects.get(pk=run.pk).status == DissectionRun.Status.CANCELLED
+
+
+def test_cam_gallery_joins_predictions_with_unit_labels(launch) -> None:
+    from django.test import Client
+
+    from annotate.selectors.runs import run_cam_gallery
+    from workers.tasks import cam_gallery
+
+    run = drain(launch("cam", layers=["conv4"]))
+    cam_gallery.run(run.pk, 4)
+    run.refresh_from_db()
+    entries = run_cam_gallery(run=run)
+    assert len(entries) == 4
+    labels = {u.index: u.label for u in Unit.objects.filter(run=run, layer="conv4")}
+    for entry in entries:
+        assert entry["layer"] == "conv4" and entry["prediction"] in {"house", "tree", "car", "ball", "flag"}
+        assert len(entry["units"]) == 3 and all(u["label"] == labels[u["channel"]] for u in entry["units"])
+        assert default_storage.exists(entry["overlay"])
+    from django.contrib.auth import get_user_model
+
+    client = Client()
+    client.force_login(get_user_model().objects.create_user("r", is_staff=True))
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    assert "CAM gallery" in page and entries[0]["overlay_url"] in page
+
+
+def test_bad_inputs_are_refused_naming_the_field_or_file(network_and_probe_set, tmp_path: Path) -> None:
+    from django.core.files.base import ContentFile
+
+    network, probe_set = network_and_probe_set
+    with pytest.raises(runs.RunError, match="junk.pt"):
+        runs.network_register(name="junk", architecture="toy", weights=ContentFile(b"junk", name="junk.pt"))
+    with pytest.raises(runs.RunError, match=f"Path: .*{tmp_path}"):
+        runs.probe_set_register(name="empty", path=str(tmp_path))
+    with pytest.raises(runs.RunError, match="Layers: .*conv9"):
+        runs.run_launch(name="bad", network=network, probe_set=probe_set, layers=["conv9"])
+    with pytest.raises(runs.RunError, match="exists already"):
+        runs.network_register(name="toy", architecture="toy", weights=ContentFile(b"x", name="x.pt"))
+    assert not DissectionRun.objects.exists()
