@@ -93,7 +93,11 @@ def redis_broker(settings: Any) -> Iterator[str]:
 
 
 def _switch_broker(app: Any, url: str) -> None:
-    """Send through `url` from now on: forget the cached connection and producer pools (as after a fork)."""
+    """Send through `url` from now on with fresh connections: pooled ones remember queues as declared, but
+    the flushed Redis db no longer holds their bindings, so a message sent through them would be dropped."""
+    from kombu import pools
+
+    pools.reset()
     app.conf.broker_url = url
     app._pool = None
     app.amqp._producer_pool = None

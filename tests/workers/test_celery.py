@@ -26,15 +26,17 @@ def staff_client(django_user_model) -> Client:
 
 
 def test_run_launched_from_the_page_completes_on_a_worker(celery_workers, staff_client, network_and_probe_set,
-                                                          media: Path) -> None:
+                                                          media: Path, redis_broker: str) -> None:
     network, probe_set = network_and_probe_set
-    celery_workers.start("w1")
+    queue = redis.Redis.from_url(redis_broker)
     response = staff_client.post("/runs/new/", {
         "name": "page run", "network": network.pk, "probe_set": probe_set.pk, "layers": "conv3, conv4",
         "shard_size": 64, "topk": TOPK, "semantics": "paper"})
     assert response.status_code == 302, response.content.decode()[:2000]
     run = DissectionRun.objects.get(name="page run")
     assert response["Location"] == f"/runs/{run.pk}/"
+    assert queue.llen("gpu") == 3  # the scan shards, sent once their rows were committed
+    celery_workers.start("w1")
     wait_for(lambda: DissectionRun.objects.get(pk=run.pk).status not in ("queued", "running"), 240,
              "the run to finish", celery_workers)
     run.refresh_from_db()
