@@ -13,8 +13,9 @@ from django.contrib.auth import get_user_model
 from django.core.files import File
 
 from annotate import demo
-from annotate.models import Batch, DissectionRun, Network, ProbeSet, Unit
+from annotate.models import Annotation, Batch, DissectionRun, Network, ProbeSet, Unit
 from annotate.services import GoldAnswer, batch_create, batch_publish
+from annotate.services.comparison import crowd_simulate, verification_batch_create
 from annotate.services.runs import network_register, probe_set_register, run_launch
 from workers.follow import follow_run
 from workers.inprocess import in_process_worker, needs_in_process_worker
@@ -24,6 +25,9 @@ DEMO_NETWORK = "toy (demo)"
 DEMO_PROBE_SET = "synthetic (demo)"
 DEMO_RUN = "demo: toy network on the synthetic probe set"
 DEMO_BATCH = "Label the units of the demo run"
+DEMO_VERIFICATION = "Verify the labels of the demo run"
+# The simulated crowd answers this many of the demo batch's 8 x 3 slots, leaving some for a person to try.
+DEMO_SIMULATED_ANSWERS = 16
 
 
 class DemoError(RuntimeError):
@@ -106,4 +110,17 @@ def demo_content_build(*, password: str, progress: TextIO | None = None) -> Demo
             instructions="Look at the highlighted regions. What do most of them show?")
     if batch.state in (Batch.State.DRAFT, Batch.State.PAUSED):
         batch_publish(batch=batch)
+    demo_crowd_answer(batch=batch, user=user)
     return DemoContent(username=DEMO_USERNAME, password=password, batch=batch, run=run)
+
+
+def demo_crowd_answer(*, batch: Batch, user: object) -> None:
+    """Once: a simulated crowd (one spammer among eight) answers part of the demo batch through the worker
+    pages, and a blind verification batch of its labels is published and answered, so the comparison
+    dashboard has every table and plot to show."""
+    if Annotation.objects.filter(assignment__task__batch=batch).exists():
+        return
+    crowd_simulate(batch=batch, workers=8, spammers=1, accuracy=0.8, limit=DEMO_SIMULATED_ANSWERS, seed=0)
+    verification = verification_batch_create(batch=batch, title=DEMO_VERIFICATION, created_by=user)
+    batch_publish(batch=verification)
+    crowd_simulate(batch=verification, workers=5, spammers=0, accuracy=0.85, seed=1)

@@ -11,7 +11,8 @@ import pytest
 from django.core.management import call_command
 
 from annotate import demo
-from annotate.models import Batch, DissectionRun, Network, ProbeSet, Unit, UnitImage
+from annotate.models import Annotation, Batch, DissectionRun, Network, ProbeSet, Unit, UnitImage
+from annotate.services.demo import DEMO_BATCH, DEMO_SIMULATED_ANSWERS, DEMO_VERIFICATION
 
 pytestmark = [pytest.mark.slow]
 
@@ -39,8 +40,15 @@ def test_demo_dissects_through_the_in_process_worker_and_publishes_a_batch(share
     assert Network.objects.count() == ProbeSet.objects.count() == 1
     assert Unit.objects.count() == 2 * 128 and UnitImage.objects.count() == 2 * 128 * demo.RUN_TOPK
     assert "100%" in progress.getvalue() and "shards" in progress.getvalue()
-    batch = Batch.objects.get()
+    batch = Batch.objects.get(title=DEMO_BATCH)
     assert batch.state == Batch.State.PUBLISHED and batch.tasks.count() == demo.BATCH_UNITS
+    # the simulated crowd answered part of it once (the second call added nothing), leaving slots for people
+    assert Annotation.objects.filter(assignment__task__batch=batch).count() == DEMO_SIMULATED_ANSWERS
+    assert DEMO_SIMULATED_ANSWERS < batch.tasks.count() * batch.assignments_per_task
+    verification = Batch.objects.get(title=DEMO_VERIFICATION)
+    assert verification.state == Batch.State.PUBLISHED
+    assert set(verification.tasks.values_list("kind", flat=True)) == {"verify"}
+    assert Annotation.objects.filter(assignment__task__batch=verification, verify_answer__isnull=False).exists()
     gold = list(batch.tasks.filter(is_gold=True).select_related("unit"))
     assert len(gold) == 2 and {t.position for t in gold} == {1, 4}
     for task in gold:
@@ -50,6 +58,7 @@ def test_demo_dissects_through_the_in_process_worker_and_publishes_a_batch(share
     for out in (first, second):
         assert "user requester  password demo-secret-42" in out.getvalue()
         assert f"/w/{batch.public_id}/" in out.getvalue() and f"/runs/{run.pk}/" in out.getvalue()
+        assert f"/batches/{batch.public_id}/comparison/" in out.getvalue()
     user = django_user_model.objects.get(username="requester")
     assert user.is_staff and user.check_password("demo-secret-42")
 

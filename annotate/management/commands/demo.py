@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.urls import reverse
 
 from annotate.demo import demo_password
 from annotate.services.demo import DemoContent, DemoError, demo_content_build
@@ -9,6 +10,7 @@ def print_demo_access(command: BaseCommand, site: str, content: DemoContent) -> 
                          f"password {content.password}")
     command.stdout.write(f"Worker link:     {site}/w/{content.batch.public_id}/")
     command.stdout.write(f"Demo run:        {site}/runs/{content.run.pk}/")
+    command.stdout.write(f"Comparison:      {site}{reverse('annotate:batch_comparison', args=[content.batch.public_id])}")
 
 
 class Command(BaseCommand):
