@@ -28,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/dissect.py
 	$(BIN)/python bench/cam.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf var media screenshots .pytest_cache
