@@ -103,7 +103,7 @@ class ProbeSet:
                 f"index.csv says sh x sw = {self.mask_size[0]}x{self.mask_size[1]}"
             )
         labels = rgb[..., 0].astype(np.int32) + 256 * rgb[..., 1].astype(np.int32)
-        present = np.unique(labels)
+        present = _present(labels)
         unknown = present[(present >= self.num_labels) | (self.label_category[np.minimum(present, self.num_labels - 1)] < 0)]
         unknown = unknown[unknown > 0]
         if unknown.size:
@@ -119,7 +119,7 @@ class ProbeSet:
         record = self.images[index]
         pixels = self.mask_size[0] * self.mask_size[1]
         layers = [self.load_layer(index, name).reshape(-1) for name in record.layers]
-        numbers = np.unique(np.concatenate([*layers, np.asarray(record.scalars, np.int32), np.zeros(1, np.int32)]))
+        numbers = _present(np.concatenate([*layers, np.asarray(record.scalars, np.int32), np.zeros(1, np.int32)]))
         numbers = numbers[numbers > 0].astype(np.int64)
         onehot = np.zeros((numbers.size, pixels), np.uint8)
         position = np.arange(pixels)
@@ -129,6 +129,14 @@ class ProbeSet:
         if record.scalars:
             onehot[np.searchsorted(numbers, np.asarray(record.scalars))] = 1
         return numbers, onehot
+
+
+def _present(values: np.ndarray) -> np.ndarray:
+    """np.unique of non-negative label numbers (< 2**16 from a PNG, or scalars), by counting when small."""
+    flat = values.reshape(-1)
+    if flat.size and 0 <= flat.min() and flat.max() < 1 << 17:
+        return np.flatnonzero(np.bincount(flat)).astype(flat.dtype)
+    return np.unique(flat)
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:

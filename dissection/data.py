@@ -72,6 +72,20 @@ class LabelDataset(Dataset):
                            torch.from_numpy(pixel_combo))
 
 
+class _LabelArrays(LabelDataset):
+    """As `LabelDataset`, but as plain NumPy arrays (index, numbers, truth, combos, pixel_combo), which cross
+    from a worker by pickling instead of one shared-memory file descriptor per tensor."""
+
+    def __getitem__(self, position: int) -> tuple:
+        index = self.indices[position]
+        try:
+            numbers, onehot = self.probe.load_labels(index)
+        except ProbeSetError as error:
+            return index, str(error)
+        combos, pixel_combo = label_sets(onehot)
+        return index, numbers, onehot.sum(1, dtype=np.int64), combos, pixel_combo
+
+
 def label_sets(onehot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct columns of a labels x pixels 0/1 matrix (sets x labels, float32) and each pixel's set."""
     n = onehot.shape[0]
@@ -80,7 +94,14 @@ def label_sets(onehot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return sets.astype(np.float32), inverse.reshape(-1).astype(np.int64)
     bits = np.left_shift(np.int64(1), np.arange(n, dtype=np.int64))
     keys = bits @ onehot.astype(np.int64)
-    unique, inverse = np.unique(keys, return_inverse=True)
+    if n <= 16:
+        counts = np.bincount(keys, minlength=1 << n)
+        unique = np.flatnonzero(counts)
+        rank = np.zeros(1 << n, np.int64)
+        rank[unique] = np.arange(unique.size)
+        inverse = rank[keys]
+    else:
+        unique, inverse = np.unique(keys, return_inverse=True)
     sets = (np.right_shift(unique[:, None], np.arange(n, dtype=np.int64)) & 1).astype(np.float32)
     return sets, inverse.astype(np.int64)
 
@@ -111,11 +132,12 @@ def label_batches(
 ) -> Iterator[list[ImageLabels]]:
     """Yield lists of `ImageLabels` in the order of `indices`."""
     loader = DataLoader(
-        LabelDataset(probe, indices), batch_size=batch_size, shuffle=False, collate_fn=_as_list,
+        _LabelArrays(probe, indices), batch_size=batch_size, shuffle=False, collate_fn=_as_list,
         num_workers=default_workers() if workers is None else workers,
     )
     for batch in loader:
         for item in batch:
-            if isinstance(item, tuple):
+            if len(item) == 2:
                 raise ProbeSetError(item[1])
-        yield batch
+        yield [ImageLabels(index, numbers, truth, torch.from_numpy(combos), torch.from_numpy(pixel_combo))
+               for index, numbers, truth, combos, pixel_combo in batch]

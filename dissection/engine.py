@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dissection.broden import ProbeSet, load_probe_set
-from dissection.data import image_batches, label_batches
+from dissection.data import default_workers, image_batches, label_batches
 from dissection.errors import DissectionError, LayerError, ModelError
 from dissection.hooks import capture_outputs, resolve_layer
 from dissection.models import IMAGENET_MEAN, IMAGENET_STD
@@ -503,6 +503,29 @@ def tally(
             "activation": torch.zeros((t64.size, cats), dtype=torch.int64, device=device),
         }
     truth = np.zeros(labels, np.int64)
+    threads = torch.get_num_threads()
+    # The label workers decode while the tally counts: leave them their cores (spinning intra-op threads on an
+    # oversubscribed CPU slow both down).
+    label_workers = default_workers() if workers is None else workers
+    if device.type == "cpu" and label_workers > 0:
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - label_workers)))
+    try:
+        _tally_all(source, probe, indices, batch_size, workers, categories, sums, truth, semantics, progress)
+    finally:
+        torch.set_num_threads(threads)
+    images = np.sort(indices)
+    return {
+        layer: TallyState(layer, semantics, s["t64"], images, s["intersect"].cpu().numpy(), truth.copy(),
+                          s["activation"].cpu().numpy())
+        for layer, s in sums.items()
+    }
+
+
+def _tally_all(
+    source: ActivationSource, probe: ProbeSet, indices: np.ndarray, batch_size: int, workers: int | None,
+    categories: torch.Tensor, sums: dict, truth: np.ndarray, semantics: str, progress: Progress | None,
+) -> None:
+    device = getattr(source, "device", torch.device("cpu"))
     done = 0
     label_stream = label_batches(probe, indices, batch_size=batch_size, workers=workers)
     for (rows, outputs), image_labels in zip(source.batches(probe, indices, batch_size=batch_size), label_stream):
@@ -521,38 +544,44 @@ def tally(
         done += len(rows)
         if progress:
             progress(done, len(indices))
-    images = np.sort(indices)
-    return {
-        layer: TallyState(layer, semantics, s["t64"], images, s["intersect"].cpu().numpy(), truth.copy(),
-                          s["activation"].cpu().numpy())
-        for layer, s in sums.items()
-    }
 
 
 @dataclass(frozen=True)
 class _Axis:
     """Bilinear resampling (align_corners=False, as F.interpolate) along one axis, by cell: output coordinate
-    o reads sources lo(o) and min(lo(o) + 1, n - 1); `cells[r]` lists the outputs with lo = r (-1 = padding)
-    and `weights[r]` their float64 weights on those two sources."""
+    o reads sources lo(o) and min(lo(o) + 1, n - 1). The outputs with lo = r are split into pieces of at most
+    `ceil(size_out / size_in)`; `pieces[r]` lists cell r's pieces (-1 = padding), `cells[q]` piece q's outputs
+    (-1 = padding) and `weights[q]` their float64 weights on the two sources (NaN for padding)."""
 
     size_out: int
-    cells: torch.Tensor  # size_in x L int64
-    weights: torch.Tensor  # size_in x L x 2 float64
+    cells: torch.Tensor  # pieces x L int64
+    weights: torch.Tensor  # pieces x L x 2 float64
+    pieces: torch.Tensor  # size_in x K int64
 
 
 def _axis(size_in: int, size_out: int, device: torch.device | str) -> _Axis:
     src = np.maximum((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0.0)
     lo = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
     w_hi = src - lo
-    members = [np.nonzero(lo == r)[0] for r in range(size_in)]
-    width = max(1, max(len(m) for m in members))
-    cells = np.full((size_in, width), -1, np.int64)
-    weights = np.zeros((size_in, width, 2))
-    for r, outs in enumerate(members):
-        cells[r, : len(outs)] = outs
-        weights[r, : len(outs), 0] = 1.0 - w_hi[outs]
-        weights[r, : len(outs), 1] = w_hi[outs]
-    return _Axis(size_out, torch.from_numpy(cells).to(device), torch.from_numpy(weights).to(device))
+    width = max(1, -(-size_out // size_in))
+    chunks: list[list[np.ndarray]] = []
+    for r in range(size_in):
+        outs = np.nonzero(lo == r)[0]
+        chunks.append([outs[i : i + width] for i in range(0, len(outs), width)])
+    count = sum(len(c) for c in chunks)
+    cells = np.full((max(1, count), width), -1, np.int64)
+    weights = np.full((max(1, count), width, 2), np.nan)  # padding: NaN values, never above T
+    pieces = np.full((size_in, max(1, max(len(c) for c in chunks))), -1, np.int64)
+    q = 0
+    for r, parts in enumerate(chunks):
+        for j, outs in enumerate(parts):
+            pieces[r, j] = q
+            cells[q, : len(outs)] = outs
+            weights[q, : len(outs), 0] = 1.0 - w_hi[outs]
+            weights[q, : len(outs), 1] = w_hi[outs]
+            q += 1
+    return _Axis(size_out, torch.from_numpy(cells).to(device), torch.from_numpy(weights).to(device),
+                 torch.from_numpy(pieces).to(device))
 
 
 def _mask_pixels(
@@ -562,20 +591,28 @@ def _mask_pixels(
     thresholds t64 (float64) / t32 (the largest float32 ≤ t64), in map order, each pixel once.
 
     A bilinear value is a convex combination of the four corners of its cell, so only cells with a corner
-    above T can hold mask pixels; those cells are upsampled in float64 from their 2 x 2 corners.
+    above T can hold mask pixels; those cells are upsampled in float64 from their 2 x 2 corners, piece by
+    piece (each output of a cell belongs to exactly one row piece and one column piece).
     """
     n, h, w = maps.shape
     hot = F.pad(maps > t32[:, None, None], (0, 1, 0, 1))
     cell_hot = hot[:, :-1, :-1] | hot[:, 1:, :-1] | hot[:, :-1, 1:] | hot[:, 1:, 1:]
     cell_p, cell_r, cell_c = torch.nonzero(cell_hot, as_tuple=True)
+    piece_r, piece_c = ay.pieces[cell_r], ax.pieces[cell_c]
+    if piece_r.shape[1] == 1 and piece_c.shape[1] == 1 and bool((piece_r >= 0).all()) and bool((piece_c >= 0).all()):
+        piece_r, piece_c = piece_r[:, 0], piece_c[:, 0]
+    else:
+        both = (piece_r >= 0)[:, :, None] & (piece_c >= 0)[:, None, :]
+        which, i, j = torch.nonzero(both, as_tuple=True)
+        piece_r, piece_c = piece_r[which, i], piece_c[which, j]
+        cell_p, cell_r, cell_c = cell_p[which], cell_r[which], cell_c[which]
     rows2 = torch.stack([cell_r, (cell_r + 1).clamp_(max=h - 1)], 1)
     cols2 = torch.stack([cell_c, (cell_c + 1).clamp_(max=w - 1)], 1)
     corners = maps[cell_p[:, None, None], rows2[:, :, None], cols2[:, None, :]].double()
-    values = torch.bmm(torch.bmm(ay.weights[cell_r], corners), ax.weights[cell_c].transpose(1, 2))
-    rows, cols = ay.cells[cell_r], ax.cells[cell_c]
-    above = (values > t64[cell_p][:, None, None]) & (rows >= 0)[:, :, None] & (cols >= 0)[:, None, :]
+    values = torch.bmm(torch.bmm(ay.weights[piece_r], corners), ax.weights[piece_c].transpose(1, 2))
+    above = values > t64[cell_p][:, None, None]  # padded outputs are NaN
     cell, r, c = torch.nonzero(above, as_tuple=True)
-    return cell_p[cell], rows[cell, r] * ax.size_out + cols[cell, c]
+    return cell_p[cell], ay.cells[piece_r[cell], r] * ax.size_out + ax.cells[piece_c[cell], c]
 
 
 @dataclass(frozen=True)
