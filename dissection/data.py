@@ -131,11 +131,22 @@ def label_batches(
     probe: ProbeSet, indices: Sequence[int], *, batch_size: int, workers: int | None = None
 ) -> Iterator[list[ImageLabels]]:
     """Yield lists of `ImageLabels` in the order of `indices`."""
+    yield from _label_stream(probe, indices, batch_size=batch_size, workers=workers)
+
+
+def _label_stream(
+    probe: ProbeSet, indices: Sequence[int], *, batch_size: int, workers: int | None = None
+) -> Iterator[list[ImageLabels]]:
+    """`label_batches`, with its workers started (and decoding) before this returns."""
     loader = DataLoader(
         _LabelArrays(probe, indices), batch_size=batch_size, shuffle=False, collate_fn=_as_list,
         num_workers=default_workers() if workers is None else workers,
     )
-    for batch in loader:
+    return _label_items(iter(loader))
+
+
+def _label_items(batches: Iterator[list]) -> Iterator[list[ImageLabels]]:
+    for batch in batches:
         for item in batch:
             if len(item) == 2:
                 raise ProbeSetError(item[1])

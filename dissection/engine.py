@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dissection.broden import ProbeSet, load_probe_set
-from dissection.data import default_workers, image_batches, label_batches
+from dissection.data import _label_stream, default_workers, image_batches
 from dissection.errors import DissectionError, LayerError, ModelError
 from dissection.hooks import capture_outputs, resolve_layer
 from dissection.models import IMAGENET_MEAN, IMAGENET_STD
@@ -527,11 +527,10 @@ def _tally_all(
 ) -> None:
     device = getattr(source, "device", torch.device("cpu"))
     done = 0
-    label_stream = label_batches(probe, indices, batch_size=batch_size, workers=workers)
-    for (rows, outputs), image_labels in zip(source.batches(probe, indices, batch_size=batch_size), label_stream):
-        for item in image_labels:
-            truth[item.numbers] += item.truth
-        batch_labels = _batch_labels(image_labels, categories, device)
+    # The label workers start now; each batch's mask pixels are found before its labels are waited for.
+    label_stream = _label_stream(probe, indices, batch_size=batch_size, workers=workers)
+    for rows, outputs in source.batches(probe, indices, batch_size=batch_size):
+        masks = {}
         for layer, acts in outputs.items():
             s = sums[layer]
             if acts.shape[1] != s["t64"].size:
@@ -539,8 +538,16 @@ def _tally_all(
             if "axes" not in s:
                 s["axes"] = (_axis(acts.shape[2], probe.mask_size[0], device),
                              _axis(acts.shape[3], probe.mask_size[1], device))
-            _tally_batch(acts, s["t64_tensor"], s["t32"], batch_labels, s["axes"], semantics,
-                         s["intersect"], s["activation"])
+            masks[layer] = _batch_masks(acts, s["t64_tensor"], s["t32"], s["axes"])
+        image_labels = next(label_stream, None)
+        if image_labels is None:
+            break
+        for item in image_labels:
+            truth[item.numbers] += item.truth
+        batch_labels = _batch_labels(image_labels, categories, device)
+        for layer, layer_masks in masks.items():
+            s = sums[layer]
+            _count_batch(layer_masks, batch_labels, semantics, s["intersect"], s["activation"])
         done += len(rows)
         if progress:
             progress(done, len(indices))
@@ -645,10 +652,27 @@ def _tally_batch(
 ) -> None:
     """Add one batch's counts; (image, unit) pairs whose map never exceeds T_k are skipped. Mask pixels are
     counted per label set (bincount), then spread to labels with one small matrix product per pair."""
+    _count_batch(_batch_masks(acts, t64, t32, axes), labels, semantics, intersect, activation)
+
+
+def _batch_masks(
+    acts: torch.Tensor, t64: torch.Tensor, t32: torch.Tensor, axes: tuple[_Axis, _Axis],
+) -> tuple[torch.Tensor, ...] | None:
+    """(pair image, pair unit, entry pair, entry pixel) of a batch's mask pixels (needs no labels), or None."""
     pair_b, pair_k = torch.nonzero(acts.amax(dim=(2, 3)) > t32, as_tuple=True)
     if pair_b.numel() == 0:
-        return
+        return None
     entry_p, entry_pixel = _mask_pixels(acts[pair_b, pair_k], t64[pair_k], t32[pair_k], *axes)
+    return pair_b, pair_k, entry_p, entry_pixel
+
+
+def _count_batch(
+    masks: tuple[torch.Tensor, ...] | None, labels: _BatchLabels, semantics: str, intersect: torch.Tensor,
+    activation: torch.Tensor,
+) -> None:
+    if masks is None:
+        return
+    pair_b, pair_k, entry_p, entry_pixel = masks
     sets = labels.combos.shape[1]
     combo = labels.pixel_combo[pair_b[entry_p], entry_pixel]
     per_set = torch.bincount(entry_p * sets + combo, minlength=pair_b.numel() * sets)
