@@ -13,7 +13,7 @@ FORMATS = ("csv", "json")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _csv_cell(value: Any) -> Any:
+def csv_cell(value: Any) -> Any:
     if isinstance(value, list):
         return " ".join(str(v) for v in value)
     if value is None:
@@ -29,7 +29,7 @@ def write_rows(rows: Sequence[dict[str, Any]], stream: TextIO, fmt: str) -> None
         writer = csv.DictWriter(stream, fieldnames=EXPORT_FIELDS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: _csv_cell(row[key]) for key in EXPORT_FIELDS})
+            writer.writerow({key: csv_cell(row[key]) for key in EXPORT_FIELDS})
     elif fmt == "json":
         json.dump(list(rows), stream, indent=2)
         stream.write("\n")

@@ -646,15 +646,6 @@ def _batch_labels(items: list, categories: torch.Tensor, device: torch.device) -
     return _BatchLabels(numbers, combos.to(device), pixel_combo.to(device), categories[numbers])
 
 
-def _tally_batch(
-    acts: torch.Tensor, t64: torch.Tensor, t32: torch.Tensor, labels: _BatchLabels, axes: tuple[_Axis, _Axis],
-    semantics: str, intersect: torch.Tensor, activation: torch.Tensor,
-) -> None:
-    """Add one batch's counts; (image, unit) pairs whose map never exceeds T_k are skipped. Mask pixels are
-    counted per label set (bincount), then spread to labels with one small matrix product per pair."""
-    _count_batch(_batch_masks(acts, t64, t32, axes), labels, semantics, intersect, activation)
-
-
 def _batch_masks(
     acts: torch.Tensor, t64: torch.Tensor, t32: torch.Tensor, axes: tuple[_Axis, _Axis],
 ) -> tuple[torch.Tensor, ...] | None:

@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 
 from annotate import comparison
-from annotate.export import _csv_cell
+from annotate.export import csv_cell
 from annotate.models import Annotation, Assignment, Batch, DissectionRun, Task, Unit
 
 COUNTED = (Assignment.Status.SUBMITTED, Assignment.Status.APPROVED)
@@ -207,4 +207,4 @@ def batch_consensus_words(*, batch: Batch) -> dict[int, str]:
 
 def table_csv(rows: Sequence[dict[str, Any]]) -> str:
     """A summary table as CSV, with worker-typed text that would start a spreadsheet formula quoted."""
-    return comparison.rows_to_csv([{key: _csv_cell(value) for key, value in row.items()} for row in rows])
+    return comparison.rows_to_csv([{key: csv_cell(value) for key, value in row.items()} for row in rows])

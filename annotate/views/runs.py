@@ -4,6 +4,8 @@ Thin: forms check input, `annotate.services.runs` writes, `annotate.selectors.ru
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -95,30 +97,29 @@ def run_status(request: HttpRequest, run_id: int) -> JsonResponse:
     return JsonResponse(run_selectors.run_status(run=run))
 
 
-@staff_required
-@require_POST
-def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+def _run_action(request: HttpRequest, run_id: int, action: Callable[..., object], done: str) -> HttpResponse:
+    """Apply a run service, report its outcome as a message, and go back to the run page."""
     run = get_object_or_404(DissectionRun, pk=run_id)
     try:
-        run_services.run_cancel(run=run)
+        action(run=run)
     except RunError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, "Run cancelled; its remaining shards are dropped.")
+        messages.success(request, done)
     return redirect("annotate:run_detail", run_id=run.pk)
+
+
+@staff_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    return _run_action(request, run_id, run_services.run_cancel, "Run cancelled; its remaining shards are dropped.")
 
 
 @staff_required
 @require_POST
 def run_cam(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = get_object_or_404(DissectionRun, pk=run_id)
-    try:
-        run_services.cam_gallery_request(run=run)
-    except RunError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "CAM gallery queued; reload this page in a moment.")
-    return redirect("annotate:run_detail", run_id=run.pk)
+    return _run_action(request, run_id, run_services.cam_gallery_request,
+                       "CAM gallery queued; reload this page in a moment.")
 
 
 @staff_required
