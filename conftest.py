@@ -4,6 +4,7 @@ rule that no test may be skipped.
 With UNITSCOPE_REQUIRE_SERVICES=1 (set by .ci/run) a skipped test fails the session: a test that needs
 PostgreSQL, Redis or Chromium must run in CI, never quietly step aside.
 """
+
 import os
 from typing import Any
 

@@ -1,54 +1,8 @@
-"""Django admin for every model: the requester's raw view and escape hatch."""
+"""Django admin for the crowd platform's models: the requester's raw view and escape hatch."""
+
 from django.contrib import admin
 
-from annotate.models import (Annotation, Assignment, Batch, DissectionRun, Network, ProbeSet, Shard, Task, Unit,
-                             UnitImage, Worker)
-
-
-@admin.register(ProbeSet)
-class ProbeSetAdmin(admin.ModelAdmin):
-    list_display = ("name", "path", "image_count", "created_at")
-    search_fields = ("name", "path")
-
-
-@admin.register(Network)
-class NetworkAdmin(admin.ModelAdmin):
-    list_display = ("name", "architecture", "created_at")
-    search_fields = ("name", "architecture")
-
-
-@admin.register(DissectionRun)
-class DissectionRunAdmin(admin.ModelAdmin):
-    list_display = ("name", "network", "probe_set", "status", "progress", "created_at")
-    list_filter = ("status",)
-    search_fields = ("name",)
-
-
-@admin.register(Shard)
-class ShardAdmin(admin.ModelAdmin):
-    list_display = ("run", "phase", "layer", "index", "start", "stop", "status", "deliveries", "progress",
-                    "updated_at")
-    list_filter = ("phase", "status")
-    readonly_fields = ("result_keys",)
-
-
-class UnitImageInline(admin.TabularInline):
-    model = UnitImage
-    extra = 0
-
-
-@admin.register(Unit)
-class UnitAdmin(admin.ModelAdmin):
-    list_display = ("run", "layer", "index", "label", "category", "iou", "interpretable")
-    list_filter = ("run", "layer", "interpretable")
-    search_fields = ("label", "layer")
-    inlines = [UnitImageInline]
-
-
-@admin.register(UnitImage)
-class UnitImageAdmin(admin.ModelAdmin):
-    list_display = ("unit", "rank", "max_activation")
-    list_select_related = ("unit__run",)
+from annotate.models import Annotation, Assignment, Batch, CrowdWorker, Task
 
 
 class TaskInline(admin.TabularInline):
@@ -75,8 +29,8 @@ class TaskAdmin(admin.ModelAdmin):
     readonly_fields = ("public_id",)
 
 
-@admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+@admin.register(CrowdWorker)
+class CrowdWorkerAdmin(admin.ModelAdmin):
     list_display = ("provider", "external_id", "blocked", "gold_correct", "gold_total")
     list_filter = ("provider", "blocked")
     search_fields = ("external_id",)

@@ -1,120 +1,33 @@
-"""Drawn demo units: each "unit" fires on one simple visual concept, so the whole crowd flow can be tried
-without downloading anything. Images follow NetDissect's convention: the activated region at full
-brightness, the rest darkened to 20%.
-"""
+"""The demo content `make run` shows: a synthetic probe set and a toy network trained on it (cached under
+var/demo), a real dissection run through the workers (a worker thread in this process by default), a local
+batch made from its units with two gold units whose answers come from the probe set's ground truth, and a
+simulated crowd's answers to part of it and to a blind verification batch."""
+
 from __future__ import annotations
 
-import json
+import io
 import os
-import random
 import secrets
-from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import TextIO
 
 from django.conf import settings
-from PIL import Image, ImageDraw
+from django.contrib.auth import get_user_model
+from django.core.files import File
 
-SIZE = 96
-IMAGES_PER_UNIT = 12
-LAYER = "conv4"
-OUTSIDE_BRIGHTNESS = 0.2
+from annotate.models import Annotation, Batch
+from annotate.services import GoldAnswer, batch_create, batch_publish
+from annotate.services.verification import verification_batch_create
+from annotate.simulation import crowd_simulate
+from runs.follow import follow_run
+from runs.models import DissectionRun, Network, ProbeSet, Unit
+from runs.services import network_register, probe_set_register, run_launch
+from workers.inprocess import in_process_worker, needs_in_process_worker
+
 PASSWORD_FILE = "demo-password"
-
-Box = tuple[int, int, int, int]
-Painter = Callable[[ImageDraw.ImageDraw, Box, random.Random], None]
-
-
-def highlight(image: Image.Image, mask: Image.Image, outside: float = OUTSIDE_BRIGHTNESS) -> Image.Image:
-    """`image` where `mask` (mode L, 255 = activated) is set, and `outside` of its brightness elsewhere."""
-    dark = image.point(lambda v: int(v * outside))
-    return Image.composite(image, dark, mask)
-
-
-def _circle(draw: ImageDraw.ImageDraw, box: Box, rng: random.Random) -> None:
-    draw.ellipse(box, fill=(220, 30 + rng.randrange(30), 30))
-
-
-def _stripes(draw: ImageDraw.ImageDraw, box: Box, rng: random.Random) -> None:
-    x0, y0, x1, y1 = box
-    step = 6 + rng.randrange(4)
-    for x in range(x0, x1, step * 2):
-        draw.rectangle((x, y0, min(x + step, x1), y1), fill=(40, 60, 200))
-
-
-def _triangle(draw: ImageDraw.ImageDraw, box: Box, rng: random.Random) -> None:
-    x0, y0, x1, y1 = box
-    draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=(30, 180 + rng.randrange(50), 60))
-
-
-def _checker(draw: ImageDraw.ImageDraw, box: Box, rng: random.Random) -> None:
-    x0, y0, x1, y1 = box
-    cell = 5 + rng.randrange(3)
-    for i, x in enumerate(range(x0, x1, cell)):
-        for j, y in enumerate(range(y0, y1, cell)):
-            if (i + j) % 2 == 0:
-                draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(20, 20, 20))
-            else:
-                draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=(240, 240, 240))
-
-
-def _ring(draw: ImageDraw.ImageDraw, box: Box, rng: random.Random) -> None:
-    draw.ellipse(box, outline=(240, 200, 20), width=5 + rng.randrange(3))
-
-
-def _cross(draw: ImageDraw.ImageDraw, box: Box, rng: random.Random) -> None:
-    x0, y0, x1, y1 = box
-    colour = (150, 40, 170 + rng.randrange(60))
-    draw.line((x0, y0, x1, y1), fill=colour, width=6)
-    draw.line((x0, y1, x1, y0), fill=colour, width=6)
-
-
-# unit index -> (painter, automatic label, Broden-style category of that label)
-UNITS: dict[int, tuple[Painter, str, str]] = {
-    0: (_circle, "red", "color"),
-    1: (_stripes, "striped", "texture"),
-    2: (_triangle, "green", "color"),
-    3: (_checker, "chequered", "texture"),
-    4: (_ring, "yellow", "color"),
-    5: (_cross, "purple", "color"),
-}
-# Known answers of the two gold units: unit index -> (category code, accepted words).
-GOLD: dict[int, tuple[str, tuple[str, ...]]] = {
-    0: ("color", ("red", "circle", "red circle", "disc", "dot")),
-    1: ("texture", ("stripes", "striped", "lines", "blue stripes")),
-}
-
-
-def draw_unit_image(painter: Painter, rng: random.Random) -> tuple[Image.Image, float]:
-    """One top-activating image: a noisy background, the concept in a random box, that box highlighted."""
-    base = tuple(rng.randrange(60, 200) for _ in range(3))
-    image = Image.new("RGB", (SIZE, SIZE), base)
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x, y = rng.randrange(SIZE), rng.randrange(SIZE)
-        draw.rectangle((x, y, x + rng.randrange(8, 24), y + rng.randrange(8, 24)),
-                       fill=tuple(rng.randrange(60, 200) for _ in range(3)))
-    side = rng.randrange(36, 60)
-    x0, y0 = rng.randrange(4, SIZE - side - 4), rng.randrange(4, SIZE - side - 4)
-    box = (x0, y0, x0 + side, y0 + side)
-    painter(draw, box, rng)
-    mask = Image.new("L", (SIZE, SIZE), 0)
-    ImageDraw.Draw(mask).rectangle((x0 - 4, y0 - 4, box[2] + 4, box[3] + 4), fill=255)
-    return highlight(image, mask), round(rng.uniform(2.0, 9.0), 3)
-
-
-def draw_unit_folders(directory: Path, seed: int = 0) -> None:
-    """Write one `<layer>_<index>/` folder per demo unit in the layout `manage.py import_units` reads."""
-    rng = random.Random(seed)
-    for index, (painter, label, category) in UNITS.items():
-        folder = directory / f"{LAYER}_{index}"
-        folder.mkdir(parents=True)
-        drawn = [draw_unit_image(painter, rng) for _ in range(IMAGES_PER_UNIT)]
-        drawn.sort(key=lambda pair: -pair[1])
-        for rank, (image, _) in enumerate(drawn):
-            image.save(folder / f"{rank:03d}.png")
-        meta = {"label": label, "category": category, "iou": round(rng.uniform(0.05, 0.3), 3),
-                "interpretable": True, "activations": [activation for _, activation in drawn]}
-        (folder / "unit.json").write_text(json.dumps(meta))
 
 
 def demo_password() -> str:
@@ -131,8 +44,6 @@ def demo_password() -> str:
     return password
 
 
-# --- the real demo pipeline: synthetic probe set, toy network, dissection ---------------------------------
-
 PROBE_IMAGES = 160
 PROBE_SIZE = 64
 TOY_EPOCHS = 40
@@ -141,8 +52,14 @@ RUN_TOPK = 12
 RUN_SHARD_SIZE = 40
 BATCH_UNITS = 8
 # Broden-style categories of the synthetic probe set -> the six human categories of the worker form.
-HUMAN_CATEGORY = {"color": "color", "object": "object", "part": "part", "material": "texture",
-                  "scene": "scene", "texture": "texture"}
+HUMAN_CATEGORY = {
+    "color": "color",
+    "object": "object",
+    "part": "part",
+    "material": "texture",
+    "scene": "scene",
+    "texture": "texture",
+}
 
 
 def cache_dir() -> Path:
@@ -177,4 +94,133 @@ def toy_weights(cache: Path, probe_set: Path, *, progress: bool) -> Path:
     from dissection.train import train_toy
 
     path = cache / "toy.pt"
-    return path if path.is_file() else train_toy(probe_set, path, seed=0, epochs=TOY_EPOCHS, progress=progress)
+    return (
+        path if path.is_file() else train_toy(probe_set, path, seed=0, epochs=TOY_EPOCHS, progress=progress)
+    )
+
+
+DEMO_USERNAME = "requester"
+DEMO_NETWORK = "toy (demo)"
+DEMO_PROBE_SET = "synthetic (demo)"
+DEMO_RUN = "demo: toy network on the synthetic probe set"
+DEMO_BATCH = "Label the units of the demo run"
+DEMO_VERIFICATION = "Verify the labels of the demo run"
+# The simulated crowd answers this many of the demo batch's 8 x 3 slots, leaving some for a person to try.
+DEMO_SIMULATED_ANSWERS = 16
+
+
+class DemoError(RuntimeError):
+    """The demo dissection did not finish (its message says why)."""
+
+
+@dataclass
+class DemoContent:
+    username: str
+    password: str
+    batch: Batch
+    run: DissectionRun
+
+
+def _registered(progress: TextIO | None) -> tuple[Network, ProbeSet]:
+    cache = cache_dir()
+    folder = probe_set_folder(cache)
+    probe_set = ProbeSet.objects.filter(name=DEMO_PROBE_SET).first() or probe_set_register(
+        name=DEMO_PROBE_SET, path=str(folder), inspect_now=True
+    )
+    network = Network.objects.filter(name=DEMO_NETWORK).first()
+    if network is None:
+        weights = toy_weights(cache, folder, progress=progress is not None)
+        with weights.open("rb") as handle:
+            network = network_register(
+                name=DEMO_NETWORK, architecture="toy", weights=File(handle, name="toy.pt"), inspect_now=True
+            )
+    return network, probe_set
+
+
+def demo_run_build(*, progress: TextIO | None = None) -> DissectionRun:
+    """The finished demo run, dissecting conv3 and conv4 through the workers unless one is done already."""
+    run = DissectionRun.objects.filter(name=DEMO_RUN).first()
+    if run is not None and run.status == DissectionRun.Status.DONE:
+        return run
+    if run is not None:  # failed, cancelled, or queued in a broker that died with its process
+        run.delete()
+    network, probe_set = _registered(progress)
+    with in_process_worker() if needs_in_process_worker() else nullcontext():
+        run = run_launch(
+            name=DEMO_RUN,
+            network=network,
+            probe_set=probe_set,
+            layers=list(RUN_LAYERS),
+            shard_size=RUN_SHARD_SIZE,
+            topk=RUN_TOPK,
+        )
+        run = follow_run(run, stream=progress or io.StringIO())
+    if run.status != DissectionRun.Status.DONE:
+        raise DemoError(f"the demo run {run.status}: {run.error}")
+    return run
+
+
+def demo_gold(units: list[Unit]) -> dict[int, GoldAnswer]:
+    """Two gold units: the interpretable units with the highest IoU (distinct labels); the accepted answer is
+    the label the probe set's ground truth gives them, in the matching human category."""
+    gold: dict[int, GoldAnswer] = {}
+    labels: set[str] = set()
+    for unit in sorted(units, key=lambda u: (-(u.iou or 0.0), u.layer, u.channel)):
+        if unit.interpretable and unit.label not in labels and unit.concept_category in HUMAN_CATEGORY:
+            gold[unit.pk] = GoldAnswer(HUMAN_CATEGORY[unit.concept_category], (unit.label,))
+            labels.add(unit.label)
+        if len(gold) == 2:
+            break
+    return gold
+
+
+def demo_content_build(*, password: str, progress: TextIO | None = None) -> DemoContent:
+    """Idempotently: the demo requester, the demo run (dissected if missing) and a published local batch of
+    its most interpretable conv4 units with two gold units."""
+    user, _ = get_user_model().objects.get_or_create(
+        username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True}
+    )
+    user.is_staff = True
+    user.set_password(password)
+    user.save()
+    run = demo_run_build(progress=progress)
+    batch = (
+        Batch.objects.filter(title=DEMO_BATCH, created_by=user)
+        .exclude(state__in=[Batch.State.CANCELLED, Batch.State.FINISHED])
+        .first()
+    )
+    if batch is None:
+        candidates = list(run.units.filter(layer=RUN_LAYERS[-1]))
+        gold = demo_gold(candidates)
+        others = [
+            u for u in sorted(candidates, key=lambda u: (-(u.iou or 0.0), u.channel)) if u.pk not in gold
+        ]
+        chosen = others[: BATCH_UNITS - len(gold)]
+        for position, pk in zip((1, 4), gold, strict=False):  # gold units sit among the others
+            chosen.insert(position, next(u for u in candidates if u.pk == pk))
+        batch = batch_create(
+            title=DEMO_BATCH,
+            units=chosen,
+            gold=gold,
+            created_by=user,
+            assignments_per_task=3,
+            images_per_task=RUN_TOPK,
+            reward=Decimal("0.05"),
+            instructions="Look at the highlighted regions. What do most of them show?",
+        )
+    if batch.state in (Batch.State.DRAFT, Batch.State.PAUSED):
+        batch_publish(batch=batch)
+    demo_crowd_answer(batch=batch, user=user)
+    return DemoContent(username=DEMO_USERNAME, password=password, batch=batch, run=run)
+
+
+def demo_crowd_answer(*, batch: Batch, user: object) -> None:
+    """Once: a simulated crowd (one spammer among eight) answers part of the demo batch through the worker
+    pages, and a blind verification batch of its labels is published and answered, so the comparison
+    dashboard has every table and plot to show."""
+    if Annotation.objects.filter(assignment__task__batch=batch).exists():
+        return
+    crowd_simulate(batch=batch, workers=8, spammers=1, accuracy=0.8, limit=DEMO_SIMULATED_ANSWERS, seed=0)
+    verification = verification_batch_create(batch=batch, title=DEMO_VERIFICATION, created_by=user)
+    batch_publish(batch=verification)
+    crowd_simulate(batch=verification, workers=5, spammers=0, accuracy=0.85, seed=1)

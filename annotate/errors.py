@@ -1,4 +1,5 @@
 """Errors the crowd flow reports to a worker or requester; each carries the HTTP status its page uses."""
+
 from __future__ import annotations
 
 

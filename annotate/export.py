@@ -1,4 +1,5 @@
 """Batch export as CSV or JSON, shared by the review page and `manage.py export_batch`."""
+
 from __future__ import annotations
 
 import csv

@@ -1,19 +1,22 @@
 """Forms: parse and check what people type; the services re-check every rule before anything is stored."""
+
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.validators import RegexValidator
 
-from annotate import categories, selectors
+from agreement import categories
+from annotate import selectors
 from annotate.errors import InvalidAnswer
-from annotate.models import Assignment, Batch, DissectionRun, Provider, Unit
+from annotate.models import Assignment, Batch, Provider
 from annotate.services import WORDS_MAX, GoldAnswer
+from runs.models import DissectionRun, Unit
 
 
 class LabelForm(forms.Form):
@@ -21,22 +24,34 @@ class LabelForm(forms.Form):
 
     words = forms.CharField(
         label="1. Write one or two words that describe the common concept among most of these images",
-        max_length=WORDS_MAX, strip=True,
-        error_messages={"required": "Words: write one or two words that describe the concept.",
-                        "max_length": f"Words: at most {WORDS_MAX} characters (you wrote %(show_value)d)."})
+        max_length=WORDS_MAX,
+        strip=True,
+        error_messages={
+            "required": "Words: write one or two words that describe the concept.",
+            "max_length": f"Words: at most {WORDS_MAX} characters (you wrote %(show_value)d).",
+        },
+    )
     rejected = forms.TypedMultipleChoiceField(
-        label="2. Click the images that do NOT show this concept", coerce=int, required=False,
+        label="2. Click the images that do NOT show this concept",
+        coerce=int,
+        required=False,
         widget=forms.CheckboxSelectMultiple,
-        error_messages={"invalid_choice": "Images: rank %(value)s is not one of the images shown."})
+        error_messages={"invalid_choice": "Images: rank %(value)s is not one of the images shown."},
+    )
     category = forms.ChoiceField(
-        label="3. Which category does the concept belong to?", choices=categories.CATEGORIES,
+        label="3. Which category does the concept belong to?",
+        choices=categories.CATEGORIES,
         widget=forms.RadioSelect,
-        error_messages={"required": "Category: pick one of the six categories.",
-                        "invalid_choice": "Category: %(value)s is not one of the six categories."})
+        error_messages={
+            "required": "Category: pick one of the six categories.",
+            "invalid_choice": "Category: %(value)s is not one of the six categories.",
+        },
+    )
 
     def __init__(self, *args: Any, ranks: Sequence[int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["rejected"].choices = [(rank, str(rank)) for rank in ranks]
+        rejected = cast(forms.TypedMultipleChoiceField, self.fields["rejected"])
+        rejected.choices = [(rank, str(rank)) for rank in ranks]
 
     def rejected_values(self) -> set[str]:
         """The ranks ticked on the page, kept as typed so a failed submit shows them again."""
@@ -45,8 +60,11 @@ class LabelForm(forms.Form):
 
     def answer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for services.annotation_submit."""
-        return {"words": self.cleaned_data["words"], "category": self.cleaned_data["category"],
-                "rejected_ranks": self.cleaned_data["rejected"]}
+        return {
+            "words": self.cleaned_data["words"],
+            "category": self.cleaned_data["category"],
+            "rejected_ranks": self.cleaned_data["rejected"],
+        }
 
 
 class VerifyForm(forms.Form):
@@ -54,10 +72,14 @@ class VerifyForm(forms.Form):
     never part of the form.)"""
 
     answer = forms.ChoiceField(
-        label="Does this label describe most of these images?", choices=[("yes", "Yes"), ("no", "No")],
+        label="Does this label describe most of these images?",
+        choices=[("yes", "Yes"), ("no", "No")],
         widget=forms.RadioSelect,
-        error_messages={"required": "Answer: say whether the label describes most of the images.",
-                        "invalid_choice": "Answer: choose yes or no."})
+        error_messages={
+            "required": "Answer: say whether the label describes most of the images.",
+            "invalid_choice": "Answer: choose yes or no.",
+        },
+    )
 
     def __init__(self, *args: Any, ranks: Sequence[int] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -74,10 +96,15 @@ def answer_form(kind: str, *args: Any, ranks: Sequence[int], **kwargs: Any) -> L
 
 class WorkerStartForm(forms.Form):
     worker_id = forms.CharField(
-        label="Your worker id", required=False, max_length=100, strip=True,
+        label="Your worker id",
+        required=False,
+        max_length=100,
+        strip=True,
         help_text="Leave empty to be given one.",
-        validators=[RegexValidator(r"^[A-Za-z0-9_.@-]+$",
-                                   "Worker id: use letters, digits and . _ @ - only.")])
+        validators=[
+            RegexValidator(r"^[A-Za-z0-9_.@-]+$", "Worker id: use letters, digits and . _ @ - only.")
+        ],
+    )
 
 
 def _parse_indices(text: str) -> list[int]:
@@ -102,18 +129,21 @@ def _parse_gold(text: str, run: DissectionRun, layer: str) -> dict[int, GoldAnsw
             continue
         parts = [p.strip() for p in line.split(";")]
         if len(parts) != 3:
-            raise forms.ValidationError(f"Gold units, line {number}: expected '<unit index>; <category>; "
-                                        f"<word>, <word>'.")
+            raise forms.ValidationError(
+                f"Gold units, line {number}: expected '<unit index>; <category>; <word>, <word>'."
+            )
         index, category, words = parts
         if not index.isdigit():
             raise forms.ValidationError(f"Gold units, line {number}: {index!r} is not a unit index.")
         if category not in categories.CODES:
-            raise forms.ValidationError(f"Gold units, line {number}: category {category!r} is not one of "
-                                        f"{', '.join(categories.CODES)}.")
+            raise forms.ValidationError(
+                f"Gold units, line {number}: category {category!r} is not one of "
+                f"{', '.join(categories.CODES)}."
+            )
         accepted = tuple(w.strip() for w in words.split(",") if w.strip())
         if not accepted:
             raise forms.ValidationError(f"Gold units, line {number}: list at least one accepted word.")
-        unit = Unit.objects.filter(run=run, layer=layer, index=int(index)).first()
+        unit = Unit.objects.filter(run=run, layer=layer, channel=int(index)).first()
         if unit is None:
             raise forms.ValidationError(f"Gold units, line {number}: layer {layer!r} has no unit {index}.")
         gold[unit.pk] = GoldAnswer(category, accepted)
@@ -125,35 +155,57 @@ class BatchCreateForm(forms.Form):
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     run = forms.ModelChoiceField(queryset=DissectionRun.objects.order_by("-created_at"))
     layer = forms.CharField(max_length=200, help_text="Layer name as in the run, e.g. conv4")
-    selection = forms.ChoiceField(choices=[("all", "All units"), ("interpretable", "Interpretable units only"),
-                                           ("sample", "A random sample"), ("list", "These unit indices")],
-                                  initial="all", widget=forms.RadioSelect)
+    selection = forms.ChoiceField(
+        choices=[
+            ("all", "All units"),
+            ("interpretable", "Interpretable units only"),
+            ("sample", "A random sample"),
+            ("list", "These unit indices"),
+        ],
+        initial="all",
+        widget=forms.RadioSelect,
+    )
     sample_size = forms.IntegerField(min_value=1, required=False, label="Sample size")
     unit_indices = forms.CharField(required=False, label="Unit indices", help_text="e.g. 0, 3, 7-9")
     provider = forms.ChoiceField(choices=Provider.choices, initial=Provider.LOCAL)
-    assignments_per_task = forms.IntegerField(min_value=1, max_value=100, initial=3,
-                                              label="Workers per unit")
+    assignments_per_task = forms.IntegerField(min_value=1, max_value=100, initial=3, label="Workers per unit")
     images_per_task = forms.IntegerField(min_value=1, max_value=100, initial=20, label="Images per task")
-    reward = forms.DecimalField(min_value=Decimal("0"), max_digits=8, decimal_places=2, initial=Decimal("0.10"),
-                                label="Reward per assignment (USD)")
-    assignment_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=30,
-                                            label="Time allowed per assignment (minutes)")
-    lifetime_hours = forms.IntegerField(min_value=1, max_value=24 * 365, initial=168,
-                                        label="Batch lifetime (hours)")
-    prolific_completion_code = forms.CharField(max_length=100, required=False,
-                                               label="Prolific completion code")
-    gold = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, label="Gold units",
-                           help_text="One per line: <unit index>; <category>; <accepted word>, <word>. "
-                                     f"Categories: {', '.join(categories.CODES)}.")
-    auto_reject_failed_gold = forms.BooleanField(required=False,
-                                                 label="Reject assignments that fail a gold unit")
-    block_below_percent = forms.IntegerField(min_value=0, max_value=100, required=False,
-                                             label="Block workers whose gold accuracy is below (%)")
-    block_min_gold = forms.IntegerField(min_value=1, max_value=100, initial=2,
-                                        label="…after this many gold answers")
+    reward = forms.DecimalField(
+        min_value=Decimal("0"),
+        max_digits=8,
+        decimal_places=2,
+        initial=Decimal("0.10"),
+        label="Reward per assignment (USD)",
+    )
+    assignment_minutes = forms.IntegerField(
+        min_value=1, max_value=24 * 60, initial=30, label="Time allowed per assignment (minutes)"
+    )
+    lifetime_hours = forms.IntegerField(
+        min_value=1, max_value=24 * 365, initial=168, label="Batch lifetime (hours)"
+    )
+    prolific_completion_code = forms.CharField(
+        max_length=100, required=False, label="Prolific completion code"
+    )
+    gold = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        label="Gold units",
+        help_text="One per line: <unit index>; <category>; <accepted word>, <word>. "
+        f"Categories: {', '.join(categories.CODES)}.",
+    )
+    auto_reject_failed_gold = forms.BooleanField(
+        required=False, label="Reject assignments that fail a gold unit"
+    )
+    block_below_percent = forms.IntegerField(
+        min_value=0, max_value=100, required=False, label="Block workers whose gold accuracy is below (%)"
+    )
+    block_min_gold = forms.IntegerField(
+        min_value=1, max_value=100, initial=2, label="…after this many gold answers"
+    )
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         run, layer = data.get("run"), data.get("layer")
         if run is None or not layer:
             return data
@@ -163,12 +215,17 @@ class BatchCreateForm(forms.Form):
             self.add_error("unit_indices", exc)
             return data
         try:
-            self.units = selectors.units_select(run=run, layer=layer, mode=data.get("selection", "all"),
-                                                sample_size=data.get("sample_size"), indices=indices)
+            self.units = selectors.units_select(
+                run=run,
+                layer=layer,
+                mode=data.get("selection", "all"),
+                sample_size=data.get("sample_size"),
+                indices=indices,
+            )
         except InvalidAnswer as exc:
             raise forms.ValidationError(str(exc)) from None
         try:
-            self.gold = _parse_gold(data.get("gold") or "", run, layer)
+            self.gold_answers = _parse_gold(data.get("gold") or "", run, layer)
         except forms.ValidationError as exc:
             self.add_error("gold", exc)
         if data.get("provider") == Provider.PROLIFIC and not (data.get("prolific_completion_code") or ""):
@@ -180,9 +237,14 @@ class BatchCreateForm(forms.Form):
         d = self.cleaned_data
         percent = d.get("block_below_percent")
         return {
-            "title": d["title"], "instructions": d["instructions"], "units": self.units, "gold": self.gold,
-            "provider": d["provider"], "assignments_per_task": d["assignments_per_task"],
-            "images_per_task": d["images_per_task"], "reward": d["reward"],
+            "title": d["title"],
+            "instructions": d["instructions"],
+            "units": self.units,
+            "gold": self.gold_answers,
+            "provider": d["provider"],
+            "assignments_per_task": d["assignments_per_task"],
+            "images_per_task": d["images_per_task"],
+            "reward": d["reward"],
             "assignment_duration": timedelta(minutes=d["assignment_minutes"]),
             "lifetime": timedelta(hours=d["lifetime_hours"]),
             "auto_reject_failed_gold": d["auto_reject_failed_gold"],
@@ -195,20 +257,29 @@ class BatchCreateForm(forms.Form):
 class ReviewForm(forms.Form):
     action = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject"), ("bonus", "Bonus")])
     assignments = forms.ModelMultipleChoiceField(
-        queryset=Assignment.objects.none(), to_field_name="public_id",
-        error_messages={"required": "Select at least one assignment."})
-    feedback = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False,
-                               label="Feedback to the worker (required to reject; the reason of a bonus)")
-    bonus_amount = forms.DecimalField(min_value=Decimal("0.01"), max_digits=8, decimal_places=2,
-                                      required=False, label="Bonus (USD)")
+        queryset=Assignment.objects.none(),
+        to_field_name="public_id",
+        error_messages={"required": "Select at least one assignment."},
+    )
+    feedback = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        label="Feedback to the worker (required to reject; the reason of a bonus)",
+    )
+    bonus_amount = forms.DecimalField(
+        min_value=Decimal("0.01"), max_digits=8, decimal_places=2, required=False, label="Bonus (USD)"
+    )
 
     def __init__(self, *args: Any, batch: Batch, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["assignments"].queryset = Assignment.objects.filter(task__batch=batch).select_related(
-            "worker", "task__unit")
+        assignments = cast("forms.ModelMultipleChoiceField[Assignment]", self.fields["assignments"])
+        assignments.queryset = Assignment.objects.filter(task__batch=batch).select_related(
+            "worker", "task__unit"
+        )
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("action") == "reject" and not (data.get("feedback") or "").strip():
             self.add_error("feedback", "Rejecting needs feedback that tells the worker why.")
         if data.get("action") == "bonus":
@@ -220,5 +291,6 @@ class ReviewForm(forms.Form):
 
 
 class BlockForm(forms.Form):
-    reason = forms.CharField(max_length=1000, label="Reason for blocking",
-                             error_messages={"required": "Blocking needs a reason."})
+    reason = forms.CharField(
+        max_length=1000, label="Reason for blocking", error_messages={"required": "Blocking needs a reason."}
+    )

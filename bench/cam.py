@@ -1,12 +1,14 @@
 """Benchmark: CAM for a batch against a forward-only pass, in one process, on the same input batches.
 
-resnet18 (random weights, no download) at 224 px. CAM is one forward pass with a hook on the feature layer plus
-one batched matrix product, so its images/s should stay close to a plain forward (target: ratio >= 0.9).
-Rounds alternate forward-only, CAM and Grad-CAM so machine load hits both alike; the median round of each is reported.
-Grad-CAM (forward + backward) is timed too, for reference.
+resnet18 (random weights, no download) at 224 px. CAM is one forward pass with a hook on the feature layer
+plus one batched matrix product, so its images/s should stay close to a plain forward (target: ratio >= 0.9).
+Rounds alternate forward-only, CAM and Grad-CAM so machine load hits both alike; the median round of each is
+reported. Grad-CAM (forward + backward) is timed too, for reference.
 
-    .venv/bin/python bench/cam.py [--model resnet18] [--size 224] [--batch-size 16] [--rounds 5] [--device auto]
+    .venv/bin/python bench/cam.py [--model resnet18] [--size 224] [--batch-size 16]
+                                  [--rounds 5] [--device auto]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dissection.cam import class_activation_maps, detect_gap_head, grad_cams, gradcam_layer  # noqa: E402
-from dissection.models import load_model  # noqa: E402
+from dissection.cam.gradcam import grad_cams, gradcam_layer
+from dissection.cam.heads import detect_gap_head
+from dissection.cam.maps import class_activation_maps
+from dissection.networks import load_model
 
 
 def _timed(step: Callable[[], object], device: torch.device) -> float:
@@ -43,11 +47,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args()
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
 
     torch.manual_seed(0)
     model = load_model(args.model).to(device)
-    batches = [torch.randn(args.batch_size, 3, args.size, args.size, device=device) for _ in range(args.batches)]
+    shape = (args.batch_size, 3, args.size, args.size)
+    batches = [torch.randn(shape, device=device) for _ in range(args.batches)]
     head = detect_gap_head(model, batches[0][:1])
     layer, relu = gradcam_layer(model, batches[0][:1])
 
@@ -74,8 +80,11 @@ def main() -> None:
         rates["gradcam"].append(images / _timed(gradcam, device))
     median = {name: statistics.median(values) for name, values in rates.items()}
 
-    print(f"{args.model} random weights, {args.size} px, batch {args.batch_size}, {args.rounds} rounds of "
-          f"{images} images on {device} ({torch.get_num_threads()} threads); CAM layer {head.feature_layer!r}")
+    print(
+        f"{args.model} random weights, {args.size} px, batch {args.batch_size}, {args.rounds} rounds of "
+        f"{images} images on {device} ({torch.get_num_threads()} threads); "
+        f"CAM layer {head.feature_layer!r}"
+    )
     print(f"forward only   {median['forward']:8.1f} images/s")
     print(f"CAM (top-1)    {median['cam']:8.1f} images/s")
     print(f"Grad-CAM       {median['gradcam']:8.1f} images/s")

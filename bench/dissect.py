@@ -8,6 +8,7 @@ repeated (--repeats) and the best of each is reported, since other processes sha
 
     .venv/bin/python bench/dissect.py [--images 192] [--batch-size 32] [--workers N] [--device auto]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dissection.broden import load_probe_set  # noqa: E402
-from dissection.data import default_workers, image_batches  # noqa: E402
-from dissection.engine import (  # noqa: E402
-    ModelActivations, cached_activations, finalize, resolve_device, scan, tally, write_layer,
-)
-from dissection.models import IMAGENET_MEAN, IMAGENET_STD, load_model  # noqa: E402
-from dissection.synth import make_probe_set  # noqa: E402
+from dissection.broden import load_probe_set
+from dissection.data import default_workers, image_batches
+from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from dissection.networks import load_model
+from dissection.results import finalize, write_layer
+from dissection.scan import scan
+from dissection.sources import ModelActivations, cached_activations, resolve_device
+from dissection.synth import make_probe_set
+from dissection.tally import tally
 
 LAYER = "layer4"
 
@@ -61,12 +64,16 @@ def full_dissection(model, probe, batch_size: int, workers: int, device: str, ca
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each; the best is reported")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="interleaved runs of each; the best is reported"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
 
@@ -74,12 +81,16 @@ def main() -> None:
         tmp_path = Path(tmp)
         start = time.perf_counter()
         probe = load_probe_set(make_probe_set(tmp_path / "probe", images=args.images, size=224, seed=0))
-        print(f"synthetic probe set: {args.images} images of 224 px, masks 112 px "
-              f"({time.perf_counter() - start:.1f} s to write)")
+        print(
+            f"synthetic probe set: {args.images} images of 224 px, masks 112 px "
+            f"({time.perf_counter() - start:.1f} s to write)"
+        )
         torch.manual_seed(0)
         model = load_model("resnet18").to(device)
-        print(f"resnet18 (random weights) {LAYER}, batch {args.batch_size}, {args.workers} decoding workers, "
-              f"device {device}, {torch.get_num_threads()} torch threads")
+        print(
+            f"resnet18 (random weights) {LAYER}, batch {args.batch_size}, {args.workers} decoding workers, "
+            f"device {device}, {torch.get_num_threads()} torch threads"
+        )
         warm = load_probe_set(make_probe_set(tmp_path / "warm", images=args.batch_size, size=224, seed=1))
         forward_only(model, warm, args.batch_size, args.workers, device)
 
@@ -88,8 +99,9 @@ def main() -> None:
             forward_runs.append(forward_only(model, probe, args.batch_size, args.workers, device))
             if run == 0:
                 forward_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            full_s, scan_s, result, cached = full_dissection(model, probe, args.batch_size, args.workers, str(device),
-                                                     tmp_path / f"cache{run}")
+            full_s, scan_s, result, cached = full_dissection(
+                model, probe, args.batch_size, args.workers, str(device), tmp_path / f"cache{run}"
+            )
             full_runs.append(full_s)
             scan_runs.append(scan_s)
         best = min(range(args.repeats), key=full_runs.__getitem__)
@@ -103,17 +115,25 @@ def main() -> None:
 
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"runs (s), interleaved: forward {', '.join(f'{t:.1f}' for t in forward_runs)}; "
-          f"full {', '.join(f'{t:.1f}' for t in full_runs)}; best of each below")
+    print(
+        f"runs (s), interleaved: forward {', '.join(f'{t:.1f}' for t in forward_runs)}; "
+        f"full {', '.join(f'{t:.1f}' for t in full_runs)}; best of each below"
+    )
     print(f"forward only:        {forward_rate:7.1f} images/s ({forward_s:.1f} s)")
-    print(f"full dissection:     {full_rate:7.1f} images/s ({full_s:.1f} s; forward + tally, "
-          f"{interpretable}/{len(result.units)} units interpretable)")
-    print(f"  of which scan:     {scan_s:7.1f} s (forward, threshold candidates, top images, activation cache);"
-          f" tally {full_s - scan_s:.1f} s")
+    print(
+        f"full dissection:     {full_rate:7.1f} images/s ({full_s:.1f} s; forward + tally, "
+        f"{interpretable}/{len(result.units)} units interpretable)"
+    )
+    print(
+        f"  of which scan:     {scan_s:7.1f} s (forward, threshold candidates, top images, activation "
+        f"cache); tally {full_s - scan_s:.1f} s"
+    )
     print(f"ratio full/forward:  {full_rate / forward_rate:7.2f}   (target >= 0.80)")
     print(f"tiles+strips+report: {render_s:7.1f} s for {len(result.units)} units x {result.topk} images")
-    print(f"peak RSS:            {own:7.0f} MiB (main process; {forward_rss:.0f} MiB after the first forward-only "
-          f"pass), {children:.0f} MiB (largest worker)")
+    print(
+        f"peak RSS:            {own:7.0f} MiB (main process; {forward_rss:.0f} MiB after the first "
+        f"forward-only pass), {children:.0f} MiB (largest worker)"
+    )
 
 
 if __name__ == "__main__":

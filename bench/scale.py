@@ -8,6 +8,7 @@ it starts). Both runs' merged tallies are compared value by value. Last line: `s
 
 Needs Redis at 127.0.0.1:6379 (db 12 is flushed); uses a throwaway SQLite database unless DATABASE_URL is set.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,16 @@ def main() -> None:
     parser.add_argument("--topk", type=int, default=10)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="unitscope-scale-"))
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "CELERY_BROKER_URL": REDIS_URL,
-           "MEDIA_ROOT": str(work / "media"), "WORK_DIR": str(work / "work"), "TORCH_NUM_THREADS": "1",
-           "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{work / 'db.sqlite3'}",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "CELERY_BROKER_URL": REDIS_URL,
+        "MEDIA_ROOT": str(work / "media"),
+        "WORK_DIR": str(work / "work"),
+        "TORCH_NUM_THREADS": "1",
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{work / 'db.sqlite3'}",
+        "PYTHONUNBUFFERED": "1",
+    }
     os.environ.update(env)
     sys.path.insert(0, str(REPO))
     import django
@@ -46,12 +53,12 @@ def main() -> None:
     from django.core.files import File
     from django.core.management import call_command
 
-    from annotate.models import DissectionRun
-    from annotate.services import runs
-    from dissection.models import ToyNet, toy_checkpoint
+    from dissection.networks import ToyNet, toy_checkpoint
     from dissection.synth import OBJECTS, make_probe_set
+    from runs import services as runs
+    from runs.follow import follow_run
+    from runs.models import DissectionRun
     from workers.app import app
-    from workers.follow import follow_run
 
     torch.set_num_threads(1)
     call_command("migrate", verbosity=0)
@@ -61,23 +68,55 @@ def main() -> None:
     weights = work / "toy.pt"
     torch.save(toy_checkpoint(ToyNet(num_classes=len(OBJECTS)), list(OBJECTS)), weights)
     with weights.open("rb") as handle:
-        network = runs.network_register(name="toy (scale)", architecture="toy", weights=File(handle, name="toy.pt"))
-    probe_set = runs.probe_set_register(name="synthetic (scale)", path=str(probe))
+        network = runs.network_register(
+            name="toy (scale)", architecture="toy", weights=File(handle, name="toy.pt"), inspect_now=True
+        )
+    probe_set = runs.probe_set_register(name="synthetic (scale)", path=str(probe), inspect_now=True)
 
     def timed_run(workers: int) -> tuple[float, DissectionRun]:
-        procs = [subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "gpu,celery", "-c", "1", "-P", "solo",
-             "-n", f"scale{i}@%h", "--without-gossip", "--without-mingle", "-l", "WARNING"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=(work / f"worker{workers}-{i}.log").open("wb"))
-            for i in range(workers)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers",
+                    "worker",
+                    "-Q",
+                    "gpu,celery",
+                    "-c",
+                    "1",
+                    "-P",
+                    "solo",
+                    "-n",
+                    f"scale{i}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "WARNING",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=(work / f"worker{workers}-{i}.log").open("wb"),
+            )
+            for i in range(workers)
+        ]
         try:
             deadline = time.monotonic() + 120
             while len(app.control.ping(timeout=0.5) or []) < workers:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"workers did not answer; see {work}/worker*.log")
             start = time.perf_counter()
-            run = runs.run_launch(name=f"scale x{workers}", network=network, probe_set=probe_set, layers=LAYERS,
-                                  shard_size=args.shard_size, topk=args.topk)
+            run = runs.run_launch(
+                name=f"scale x{workers}",
+                network=network,
+                probe_set=probe_set,
+                layers=LAYERS,
+                shard_size=args.shard_size,
+                topk=args.topk,
+            )
             run = follow_run(run, stream=sys.stderr)
             elapsed = time.perf_counter() - start
         finally:
@@ -93,8 +132,10 @@ def main() -> None:
     two, run_two = timed_run(2)
     identical = _same_tallies(run_one, run_two)
     shards = run_one.shards_total
-    print(f"images={args.images} size={args.size} layers={','.join(LAYERS)} shards={shards} "
-          f"torch_threads_per_worker=1")
+    print(
+        f"images={args.images} size={args.size} layers={','.join(LAYERS)} shards={shards} "
+        f"torch_threads_per_worker=1"
+    )
     print(f"one_worker_s={one:.2f} two_workers_s={two:.2f}")
     print(f"speedup={one / two:.2f} identical={'true' if identical else 'false'}")
 
@@ -103,8 +144,8 @@ def _same_tallies(a: object, b: object) -> bool:
     """Both runs' merged tallies (I, G, A, thresholds) and unit labels, value by value."""
     import numpy as np
 
-    from dissection.engine import TallyState
-    from workers.dissect import load_state, merged_key
+    from dissection.states import TallyState
+    from runs.pipeline import load_state, merged_key
 
     for layer in LAYERS:
         x = load_state(TallyState, merged_key(a.pk, layer, "tally"))
@@ -112,8 +153,10 @@ def _same_tallies(a: object, b: object) -> bool:
         for field in ("thresholds", "images", "intersect", "truth", "activation"):
             if not np.array_equal(getattr(x, field), getattr(y, field)):
                 return False
-    labels = [list(run.units.order_by("layer", "index").values_list("layer", "index", "label", "iou"))
-              for run in (a, b)]
+    labels = [
+        list(run.units.order_by("layer", "channel").values_list("layer", "channel", "label", "iou"))
+        for run in (a, b)
+    ]
     return labels[0] == labels[1]
 
 

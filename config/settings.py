@@ -4,12 +4,14 @@ Every setting is read from the environment through the typed helpers below, with
 fresh clone run on its own: SQLite, media on the local disk, Celery in-process. Production sets
 `DEBUG=0` (the default), `SECRET_KEY`, `ALLOWED_HOSTS`, `DATABASE_URL` and, for S3 media, `S3_BUCKET`.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -44,7 +46,15 @@ def env(name: str, default: str = "") -> str:
 
 
 DEBUG = envbool("DEBUG", False)
-SECRET_KEY = env("SECRET_KEY", "dev-only-insecure-key-set-SECRET_KEY-in-production")
+# The embedded key says it is insecure (so `check --deploy` flags it) and serves DEBUG only: production
+# (DEBUG off) refuses to start without a SECRET_KEY of its own rather than sign cookies with a public key.
+SECRET_KEY = env("SECRET_KEY") or ("django-insecure-development-key-for-DEBUG-only" if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. With DEBUG off unitscope needs a secret key of its own: set SECRET_KEY to "
+        "a long random string (e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'), or "
+        "DEBUG=1 for local development."
+    )
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000")
@@ -56,6 +66,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "runs",
     "annotate",
 ]
 
@@ -76,7 +87,7 @@ WSGI_APPLICATION = "config.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [BASE_DIR / "templates", *sorted((BASE_DIR / "annotate" / "providers").glob("*/templates"))],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -163,7 +174,10 @@ SESSION_COOKIE_HTTPONLY = True
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", "memory://")
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", "") or None
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_ROUTES = {"workers.tasks.dissect_shard": {"queue": "gpu"}, "workers.tasks.cam_gallery": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {
+    "runs.tasks.dissect_shard": {"queue": "gpu"},
+    "runs.tasks.cam_gallery": {"queue": "gpu"},
+}
 # Long GPU tasks: acknowledge only after the work is done, hand a task back when its worker dies, take one
 # task at a time, and keep an unacknowledged task invisible for longer than the longest shard.
 CELERY_TASK_ACKS_LATE = True
@@ -181,8 +195,21 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # How often a shard may be delivered again after its worker died before the run fails.
 SHARD_MAX_DELIVERIES = envint("SHARD_MAX_DELIVERIES", 3)
+# A shard queued this long ago and still pending, or running without a progress report for this long, is
+# taken to be lost (a broker restarted without persistence, a worker gone) and queued again by the sweep.
+SHARD_STALE_AFTER_S = envint("SHARD_STALE_AFTER_S", 900)
+# The sweep runs under Celery beat (`celery -A workers beat`) every SWEEP_INTERVAL_S seconds, or by hand as
+# `manage.py sweep_runs` where no beat runs.
+SWEEP_INTERVAL_S = envint("SWEEP_INTERVAL_S", 60)
+CELERY_BEAT_SCHEDULE = {
+    "runs-sweep": {"task": "runs.tasks.runs_sweep", "schedule": float(SWEEP_INTERVAL_S)},
+}
 # Where workers keep per-run scratch (activation caches); shard results go through Django's storage.
 WORK_DIR = Path(env("WORK_DIR", str(BASE_DIR / "var" / "work")))
+# The largest image `import_units` takes (width x height, read from the header before decoding).
+UNIT_IMAGE_MAX_PIXELS = envint("UNIT_IMAGE_MAX_PIXELS", 4096 * 4096)
+# The most a probe set on S3 may hold; a larger prefix is refused before anything is downloaded.
+PROBE_SET_MAX_BYTES = envint("PROBE_SET_MAX_BYTES", 200 * 2**30)
 
 # Crowd providers.
 MTURK_SANDBOX = envbool("MTURK_SANDBOX", True)

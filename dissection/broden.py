@@ -12,6 +12,7 @@
 All images of one probe set must share one image size and one mask size (Broden: 224 and 112), because a
 batch is one tensor. Every problem raises `ProbeSetError` naming the file and row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,7 +30,7 @@ _SIZE_FIELDS = ("ih", "iw", "sh", "sw")
 
 @dataclass(frozen=True)
 class ProbeImage:
-    """One row of index.csv: `row` is its 0-based position (the image index everywhere in the engine)."""
+    """One row of index.csv: `row` is its 0-based position (the image index everywhere in dissection)."""
 
     row: int
     image: str
@@ -70,16 +71,20 @@ class ProbeSet:
         path = self.path(record.image)
         try:
             with Image.open(path) as image:
+                # The header's size is checked before decoding: a small file may claim a huge image.
+                width, height = image.size
+                if (height, width) != self.image_size:
+                    raise ProbeSetError(
+                        f"{path} ({record.where}): image is {height}x{width}, "
+                        f"index.csv says {self.image_size[0]}x{self.image_size[1]}"
+                    )
                 array = np.asarray(image.convert("RGB"))
+        except ProbeSetError:
+            raise
         except FileNotFoundError:
             raise ProbeSetError(f"{path} ({record.where}): image file is missing") from None
-        except Exception as error:  # noqa: BLE001 - Pillow raises many types for a corrupt file
+        except Exception as error:  # Pillow raises many types for a corrupt file
             raise ProbeSetError(f"{path} ({record.where}): cannot decode image ({error})") from None
-        if array.shape[:2] != self.image_size:
-            raise ProbeSetError(
-                f"{path} ({record.where}): image is {array.shape[0]}x{array.shape[1]}, "
-                f"index.csv says {self.image_size[0]}x{self.image_size[1]}"
-            )
         return array
 
     def load_layer(self, index: int, name: str) -> np.ndarray:
@@ -90,21 +95,23 @@ class ProbeSet:
             with Image.open(path) as image:
                 if image.mode not in {"RGB", "RGBA", "P"}:
                     raise ProbeSetError(f"{path} ({record.where}): label PNG has mode {image.mode}, not RGB")
+                width, height = image.size
+                if (height, width) != self.mask_size:
+                    raise ProbeSetError(
+                        f"{path} ({record.where}): label PNG is {height}x{width}, "
+                        f"index.csv says sh x sw = {self.mask_size[0]}x{self.mask_size[1]}"
+                    )
                 rgb = np.asarray(image.convert("RGB"))
         except ProbeSetError:
             raise
         except FileNotFoundError:
             raise ProbeSetError(f"{path} ({record.where}): label PNG is missing") from None
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # Pillow raises many types for a corrupt file
             raise ProbeSetError(f"{path} ({record.where}): cannot decode label PNG ({error})") from None
-        if rgb.shape[:2] != self.mask_size:
-            raise ProbeSetError(
-                f"{path} ({record.where}): label PNG is {rgb.shape[0]}x{rgb.shape[1]}, "
-                f"index.csv says sh x sw = {self.mask_size[0]}x{self.mask_size[1]}"
-            )
         labels = rgb[..., 0].astype(np.int32) + 256 * rgb[..., 1].astype(np.int32)
         present = _present(labels)
-        unknown = present[(present >= self.num_labels) | (self.label_category[np.minimum(present, self.num_labels - 1)] < 0)]
+        known = self.label_category[np.minimum(present, self.num_labels - 1)] >= 0
+        unknown = present[(present >= self.num_labels) | ~known]
         unknown = unknown[unknown > 0]
         if unknown.size:
             raise ProbeSetError(
@@ -119,7 +126,8 @@ class ProbeSet:
         record = self.images[index]
         pixels = self.mask_size[0] * self.mask_size[1]
         layers = [self.load_layer(index, name).reshape(-1) for name in record.layers]
-        numbers = _present(np.concatenate([*layers, np.asarray(record.scalars, np.int32), np.zeros(1, np.int32)]))
+        scalars = np.asarray(record.scalars, np.int32)
+        numbers = _present(np.concatenate([*layers, scalars, np.zeros(1, np.int32)]))
         numbers = numbers[numbers > 0].astype(np.int64)
         onehot = np.zeros((numbers.size, pixels), np.uint8)
         position = np.arange(pixels)
@@ -134,7 +142,7 @@ class ProbeSet:
 def _present(values: np.ndarray) -> np.ndarray:
     """np.unique of non-negative label numbers (< 2**16 from a PNG, or scalars), by counting when small."""
     flat = values.reshape(-1)
-    if flat.size and 0 <= flat.min() and flat.max() < 1 << 17:
+    if flat.size and flat.min() >= 0 and flat.max() < 1 << 17:
         return np.flatnonzero(np.bincount(flat)).astype(flat.dtype)
     return np.unique(flat)
 
@@ -149,6 +157,15 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
         if missing:
             raise ProbeSetError(f"{path}: header lacks column(s) {', '.join(missing)}")
         return list(reader)
+
+
+def _inside_images(path: Path, row: int, field: str, name: str) -> str:
+    """`name` as index.csv gives it, refused unless it is a plain relative path under images/: a row must
+    not make the reader open (and render into tiles) a file outside the probe set."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
+        raise ProbeSetError(f"{path} row {row}: {field} {name!r} is not a file name inside images/")
+    return name
 
 
 def _int(path: Path, row: int, field: str, value: str | None) -> int:
@@ -182,9 +199,8 @@ def load_probe_set(root: str | Path) -> ProbeSet:
         if number < 1 or number in names:
             raise ProbeSetError(f"{label_path} row {row_number}: label number {number} is < 1 or repeated")
         names[number] = row["name"]
-        field_counts[number] = {
-            m.group(1): float(m.group(2)) for m in re.finditer(r"([^;()]+)\((\d+)\)", row.get("category") or "")
-        }
+        matches = re.finditer(r"([^;()]+)\((\d+)\)", row.get("category") or "")
+        field_counts[number] = {m.group(1): float(m.group(2)) for m in matches}
     category_path = root / "category.csv"
     categories = tuple(row["name"] for row in _read_csv(category_path, ("name",)))
     if not categories:
@@ -213,7 +229,9 @@ def load_probe_set(root: str | Path) -> ProbeSet:
         if np.isfinite(row).any():
             label_category[number] = len(categories) - 1 - int(np.argmax(row[::-1]))  # ties: later category
         else:
-            raise ProbeSetError(f"{label_path}: label {number} ({names[number]!r}) belongs to no category of category.csv")
+            raise ProbeSetError(
+                f"{label_path}: label {number} ({names[number]!r}) belongs to no category of category.csv"
+            )
     label_names = tuple(names.get(number, "") for number in range(coverage.shape[0]))
 
     index_path = root / "index.csv"
@@ -232,8 +250,8 @@ def load_probe_set(root: str | Path) -> ProbeSet:
             sizes = row_sizes
         elif row_sizes != sizes:
             raise ProbeSetError(
-                f"{index_path} row {row_number}: sizes ih,iw,sh,sw = {row_sizes} differ from row 2's {sizes}; "
-                "all images of a probe set must share one size"
+                f"{index_path} row {row_number}: sizes ih,iw,sh,sw = {row_sizes} differ from row 2's "
+                f"{sizes}; all images of a probe set must share one size"
             )
         layers: list[str] = []
         scalars: list[int] = []
@@ -248,9 +266,9 @@ def load_probe_set(root: str | Path) -> ProbeSet:
                         )
                     scalars.append(number)
                 else:
-                    layers.append(item)
-        images.append(ProbeImage(row_index, row["image"], tuple(layers), tuple(sorted(set(scalars)))))
+                    layers.append(_inside_images(index_path, row_number, cat, item))
+        image = _inside_images(index_path, row_number, "image", row["image"] or "")
+        images.append(ProbeImage(row_index, image, tuple(layers), tuple(sorted(set(scalars)))))
     assert sizes is not None
-    return ProbeSet(
-        root, tuple(images), categories, label_names, label_category, (sizes[0], sizes[1]), (sizes[2], sizes[3])
-    )
+    image_size, mask_size = (sizes[0], sizes[1]), (sizes[2], sizes[3])
+    return ProbeSet(root, tuple(images), categories, label_names, label_category, image_size, mask_size)

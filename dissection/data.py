@@ -3,11 +3,13 @@
 A worker never raises: a bad file comes back as an error message that the main process raises as a
 `ProbeSetError`, so the user sees the file and row instead of a worker traceback.
 """
+
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,10 +24,10 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-class ImageDataset(Dataset):
+class ImageDataset(Dataset[tuple[int, np.ndarray | str]]):
     """(image index, H x W x 3 uint8 array) for the given image indices, or (index, error message)."""
 
-    def __init__(self, probe: ProbeSet, indices: Sequence[int]) -> None:
+    def __init__(self, probe: ProbeSet, indices: Sequence[int] | np.ndarray) -> None:
         self.probe, self.indices = probe, list(indices)
 
     def __len__(self) -> int:
@@ -43,7 +45,7 @@ class ImageDataset(Dataset):
 class ImageLabels:
     """An image's labels, compressed for counting: the label numbers present, each one's pixel count, the
     distinct label sets of its pixels (`combos`: sets x labels, float32 0/1) and each pixel's set index.
-    Built in the worker; the tensors cross to the main process through shared memory."""
+    Rebuilt in the main process from the arrays a worker sends (`_LabelArrays`)."""
 
     index: int
     numbers: np.ndarray
@@ -52,31 +54,17 @@ class ImageLabels:
     pixel_combo: torch.Tensor
 
 
-class LabelDataset(Dataset):
-    """`ImageLabels` for the given image indices, or (index, error message)."""
+class _LabelArrays(Dataset[tuple[Any, ...]]):
+    """An image's labels as plain NumPy arrays (index, numbers, truth, combos, pixel_combo), or (index, error
+    message). Arrays cross from a worker by pickling, not as one shared-memory file descriptor per tensor."""
 
-    def __init__(self, probe: ProbeSet, indices: Sequence[int]) -> None:
+    def __init__(self, probe: ProbeSet, indices: Sequence[int] | np.ndarray) -> None:
         self.probe, self.indices = probe, list(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> ImageLabels | tuple[int, str]:
-        index = self.indices[position]
-        try:
-            numbers, onehot = self.probe.load_labels(index)
-        except ProbeSetError as error:
-            return index, str(error)
-        combos, pixel_combo = label_sets(onehot)
-        return ImageLabels(index, numbers, onehot.sum(1, dtype=np.int64), torch.from_numpy(combos),
-                           torch.from_numpy(pixel_combo))
-
-
-class _LabelArrays(LabelDataset):
-    """As `LabelDataset`, but as plain NumPy arrays (index, numbers, truth, combos, pixel_combo), which cross
-    from a worker by pickling instead of one shared-memory file descriptor per tensor."""
-
-    def __getitem__(self, position: int) -> tuple:
+    def __getitem__(self, position: int) -> tuple[Any, ...]:
         index = self.indices[position]
         try:
             numbers, onehot = self.probe.load_labels(index)
@@ -106,20 +94,24 @@ def label_sets(onehot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sets, inverse.astype(np.int64)
 
 
-def _as_list(batch: list) -> list:
+def _as_list(batch: list[Any]) -> list[Any]:
+    """Collate nothing: items differ in shape, and an error message must reach the main process as it is."""
     return batch
 
 
 def image_batches(
-    probe: ProbeSet, indices: Sequence[int], *, batch_size: int, workers: int | None = None
+    probe: ProbeSet, indices: Sequence[int] | np.ndarray, *, batch_size: int, workers: int | None = None
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield (image indices, B x 3 x H x W float tensor in [0, 1]) in the order of `indices`."""
     loader = DataLoader(
-        ImageDataset(probe, indices), batch_size=batch_size, shuffle=False, collate_fn=_as_list,
+        ImageDataset(probe, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=_as_list,
         num_workers=default_workers() if workers is None else workers,
     )
     for batch in loader:
-        for index, item in batch:
+        for _, item in batch:
             if isinstance(item, str):
                 raise ProbeSetError(item)
         indices_array = np.array([index for index, _ in batch], np.int64)
@@ -127,28 +119,27 @@ def image_batches(
         yield indices_array, pixels.permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def label_batches(
-    probe: ProbeSet, indices: Sequence[int], *, batch_size: int, workers: int | None = None
+def label_stream(
+    probe: ProbeSet, indices: Sequence[int] | np.ndarray, *, batch_size: int, workers: int | None = None
 ) -> Iterator[list[ImageLabels]]:
-    """Yield lists of `ImageLabels` in the order of `indices`."""
-    yield from _label_stream(probe, indices, batch_size=batch_size, workers=workers)
-
-
-def _label_stream(
-    probe: ProbeSet, indices: Sequence[int], *, batch_size: int, workers: int | None = None
-) -> Iterator[list[ImageLabels]]:
-    """`label_batches`, with its workers started (and decoding) before this returns."""
+    """Lists of `ImageLabels` in the order of `indices`, with the workers started (and decoding) before this
+    returns, so that labels are decoded while the caller computes."""
     loader = DataLoader(
-        _LabelArrays(probe, indices), batch_size=batch_size, shuffle=False, collate_fn=_as_list,
+        _LabelArrays(probe, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=_as_list,
         num_workers=default_workers() if workers is None else workers,
     )
     return _label_items(iter(loader))
 
 
-def _label_items(batches: Iterator[list]) -> Iterator[list[ImageLabels]]:
+def _label_items(batches: Iterator[list[tuple[Any, ...]]]) -> Iterator[list[ImageLabels]]:
     for batch in batches:
         for item in batch:
             if len(item) == 2:
                 raise ProbeSetError(item[1])
-        yield [ImageLabels(index, numbers, truth, torch.from_numpy(combos), torch.from_numpy(pixel_combo))
-               for index, numbers, truth, combos, pixel_combo in batch]
+        yield [
+            ImageLabels(index, numbers, truth, torch.from_numpy(combos), torch.from_numpy(pixel_combo))
+            for index, numbers, truth, combos, pixel_combo in batch
+        ]

@@ -1,4 +1,5 @@
 """Forward hooks as context managers that always remove themselves (also when the forward raises)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence

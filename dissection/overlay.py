@@ -2,6 +2,7 @@
 
 The blend follows the original CAM code (`heatmap * 0.3 + image * 0.5`); both weights are parameters.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,8 +42,9 @@ def jet(values: np.ndarray) -> np.ndarray:
     return np.rint(rgba[..., :3] * 255).astype(np.uint8)
 
 
-def blend(image: np.ndarray, heat: np.ndarray, heat_weight: float = HEAT_WEIGHT,
-          image_weight: float = IMAGE_WEIGHT) -> np.ndarray:
+def blend(
+    image: np.ndarray, heat: np.ndarray, heat_weight: float = HEAT_WEIGHT, image_weight: float = IMAGE_WEIGHT
+) -> np.ndarray:
     """heat × heat_weight + image × image_weight, clipped to uint8."""
     mixed = heat.astype(np.float32) * heat_weight + image.astype(np.float32) * image_weight
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
@@ -89,8 +91,9 @@ def render_overlay(
         scale = min_side / min(rgb.size)
         rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.BILINEAR)
     heat = jet(normalize(upsample(raw, rgb.height, rgb.width)))
-    return caption(Image.fromarray(blend(np.asarray(rgb), heat, heat_weight, image_weight)), lines,
-                   highlight=highlight)
+    return caption(
+        Image.fromarray(blend(np.asarray(rgb), heat, heat_weight, image_weight)), lines, highlight=highlight
+    )
 
 
 def side_by_side(panels: Sequence[Image.Image], gap: int = 4) -> Image.Image:
@@ -105,8 +108,11 @@ def side_by_side(panels: Sequence[Image.Image], gap: int = 4) -> Image.Image:
     return sheet
 
 
-def draw_boxes(image: Image.Image, boxes: Sequence[tuple[tuple[int, int, int, int], tuple[int, int, int]]],
-               scale: float = 1.0) -> Image.Image:
+def draw_boxes(
+    image: Image.Image,
+    boxes: Sequence[tuple[tuple[int, int, int, int], tuple[int, int, int]]],
+    scale: float = 1.0,
+) -> Image.Image:
     """Inclusive pixel boxes (x1, y1, x2, y2) in colour, scaled to an enlarged image."""
     out = image.copy()
     draw = ImageDraw.Draw(out)

@@ -5,12 +5,14 @@ upsampled bilinearly to the image size, > T_k) the image as is, outside at 20 % 
 its tiles side by side. report.html is one page with inline CSS and SVG (no scripts, no external resources)
 that shows the strips from the layer folder next to it.
 """
+
 from __future__ import annotations
 
 import html
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,14 +20,20 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dissection.broden import ProbeSet
+from dissection.errors import DissectionError
+from dissection.sources import Progress
 
 OUTSIDE_BRIGHTNESS = 0.2
 STRIP_HEIGHT = 112
 _GAP = 4
 _UNITS_PER_CHUNK = 32
 CATEGORY_COLORS = {
-    "color": "#d62728", "object": "#1f77b4", "part": "#2ca02c", "material": "#9467bd",
-    "scene": "#ff7f0e", "texture": "#8c564b",
+    "color": "#d62728",
+    "object": "#1f77b4",
+    "part": "#2ca02c",
+    "material": "#9467bd",
+    "scene": "#ff7f0e",
+    "texture": "#8c564b",
 }
 
 
@@ -34,8 +42,12 @@ _DIMMED = np.rint(np.arange(256) * OUTSIDE_BRIGHTNESS).astype(np.uint8)
 
 def highlight(images: np.ndarray, maps: np.ndarray, threshold: float) -> np.ndarray:
     """Tiles (n x H x W x 3 uint8) for images (n x H x W x 3 uint8) and their maps (n x h x w)."""
-    up = F.interpolate(torch.from_numpy(np.ascontiguousarray(maps, np.float32)).unsqueeze(1),
-                       size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
+    up = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(maps, np.float32)).unsqueeze(1),
+        size=images.shape[1:3],
+        mode="bilinear",
+        align_corners=False,
+    )[:, 0]
     inside = (up > threshold).numpy()[..., None]
     return np.where(inside, images, _DIMMED[images])
 
@@ -50,7 +62,7 @@ def strip(tiles: np.ndarray) -> Image.Image:
         images = [image.reduce(int(factor)) for image in images]
     elif factor > 1:
         size = (max(1, round(width / factor)), STRIP_HEIGHT)
-        images = [image.resize(size, Image.BILINEAR) for image in images]
+        images = [image.resize(size, Image.Resampling.BILINEAR) for image in images]
     w, h = images[0].size
     canvas = Image.new("RGB", (n * w + (n - 1) * _GAP, h), "white")
     for i, image in enumerate(images):
@@ -59,8 +71,12 @@ def strip(tiles: np.ndarray) -> Image.Image:
 
 
 def render_tiles(
-    document: dict, probe: ProbeSet, layer_dir: Path, maps: Callable[[np.ndarray], np.ndarray], *,
-    progress: Callable[[int, int], None] | None = None,
+    document: dict[str, Any],
+    probe: ProbeSet,
+    layer_dir: Path,
+    maps: Callable[[np.ndarray], np.ndarray],
+    *,
+    progress: Progress | None = None,
 ) -> None:
     """Write every unit's tiles and strip at the paths named in `document` (result.json), a chunk of units
     at a time so that memory stays bounded; each image is decoded once per chunk."""
@@ -78,7 +94,7 @@ def render_tiles(
                 continue
             images = np.stack([pixels[entry["index"]] for entry in unit["images"]])
             tiles = highlight(images, chunk_maps[rows, unit["channel"]], unit["threshold"])
-            for entry, tile in zip(unit["images"], tiles):
+            for entry, tile in zip(unit["images"], tiles, strict=True):
                 path = layer_dir / entry["tile"]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(tile).save(path, quality=90)
@@ -106,35 +122,40 @@ def _bar_chart(per_concept: dict[str, int], concept_category: dict[str, str]) ->
             f'<text x="{label_w + w + 4}" y="{y + 13}">{count}</text>'
         )
     height = bar_h * len(per_concept)
-    return (f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-            f'role="img" aria-label="detectors per concept">{"".join(rows)}</svg>')
+    return (
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="detectors per concept">{"".join(rows)}</svg>'
+    )
 
 
-def report_html(document: dict) -> str:
+def report_html(document: dict[str, Any]) -> str:
     """The report page for a result.json document."""
     summary = document["summary"]
     threshold = document["iou_threshold"]
     concept_category = {u["label"]: u["category"] for u in document["units"] if u["interpretable"]}
     legend = "".join(
         f'<span class="key"><i style="background:{color}"></i>{html.escape(cat)} '
-        f'({summary["per_category"].get(cat, 0)})</span>'
-        for cat, color in CATEGORY_COLORS.items() if cat in document["categories"]
+        f"({summary['per_category'].get(cat, 0)})</span>"
+        for cat, color in CATEGORY_COLORS.items()
+        if cat in document["categories"]
     )
     ordered = sorted(document["units"], key=lambda u: (-u["iou"], u["unit"]))
     cards = []
     for unit in ordered:
         color = CATEGORY_COLORS.get(unit["category"], "#777")
-        others = ", ".join(f'{html.escape(c["label"])} {c["iou"]:.3f}' for c in unit["concepts"][1:])
+        others = ", ".join(f"{html.escape(c['label'])} {c['iou']:.3f}" for c in unit["concepts"][1:])
         cards.append(
             f'<section class="unit{"" if unit["interpretable"] else " dim"}">'
             f'<h3>unit {unit["unit"]} <b style="color:{color}">{html.escape(unit["label"])}</b> '
-            f'<small>{html.escape(unit["category"])} · IoU {unit["iou"]:.3f}</small></h3>'
+            f"<small>{html.escape(unit['category'])} · IoU {unit['iou']:.3f}</small></h3>"
             f'<img src="{html.escape(unit["strip"])}" alt="top images of unit {unit["unit"]}" loading="lazy">'
             f'<p class="also">also: {others}</p></section>'
         )
-    title = f'{html.escape(document["layer"])}: network dissection'
-    headline = (f'{summary["interpretable"]}/{document["num_units"]} units covering {summary["unique_concepts"]} '
-                f"concepts with IoU &gt; {threshold:g}")
+    title = f"{html.escape(document['layer'])}: network dissection"
+    headline = (
+        f"{summary['interpretable']}/{document['num_units']} units covering "
+        f"{summary['unique_concepts']} concepts with IoU &gt; {threshold:g}"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -156,7 +177,7 @@ semantics {html.escape(document["semantics"])} · top {document["topk"]} images 
 <h2>Units by IoU</h2>
 {"".join(cards)}
 </body></html>
-"""
+"""  # noqa: E501 - the page's CSS lines are part of its output
 
 
 def write_report(layer_dir: Path) -> Path:
@@ -164,8 +185,6 @@ def write_report(layer_dir: Path) -> Path:
     layer_dir = Path(layer_dir)
     source = layer_dir / "result.json"
     if not source.is_file():
-        from dissection.errors import DissectionError
-
         raise DissectionError(f"{source} is missing; is {layer_dir} a dissected layer folder?")
     document = json.loads(source.read_text())
     target = layer_dir / "report.html"

@@ -10,6 +10,7 @@ Label maps are evaluated at the mask grid's pixel centres from the same continuo
 masks (size // 2) align with the picture. `boxes.csv` holds each object's bounding box in image pixels
 (inclusive) and its class index into `classes.txt`, for training the toy model and scoring CAM localization.
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,7 +65,9 @@ LABELS = _labels()
 NUMBER = {label.name: label.number for label in LABELS}
 
 
-def _object_parts(kind: str, X: np.ndarray, Y: np.ndarray, cx: float, cy: float, s: float) -> list[tuple[str, int, np.ndarray]]:
+def _object_parts(
+    kind: str, X: np.ndarray, Y: np.ndarray, cx: float, cy: float, s: float
+) -> list[tuple[str, int, np.ndarray]]:
     """(part name, part layer 1 or 2, mask) in drawing order; later parts paint over earlier ones."""
     ax, ay = np.abs(X - cx), Y - cy
     if kind == "house":
@@ -86,7 +89,7 @@ def _object_parts(kind: str, X: np.ndarray, Y: np.ndarray, cx: float, cy: float,
     if kind == "ball":
         return [("", 1, (X - cx) ** 2 + (Y - cy) ** 2 < s**2)]
     pole = (np.abs(X - (cx - 0.75 * s)) < 0.08 * s) & (ay > -s) & (ay < s)
-    cloth = (X > cx - 0.67 * s) & (X < cx + s) & (ay > -s) & (ay < -0.1 * s)
+    cloth = (cx - 0.67 * s < X) & (cx + s > X) & (ay > -s) & (ay < -0.1 * s)
     return [("pole", 1, pole), ("cloth", 1, cloth)]
 
 
@@ -153,8 +156,17 @@ def _draw_scene(rng: np.random.Generator, cls: int) -> _Scene:
     cx = float(rng.uniform(s, 1.0 - s))
     cy = float(rng.uniform(s, 1.0 - s))
     return _Scene(
-        background, texture, float(rng.uniform(0.07, 0.14)), float(rng.uniform(0, 1)), material, floor,
-        OBJECTS[cls], primary, cx, cy, s,
+        background,
+        texture,
+        float(rng.uniform(0.07, 0.14)),
+        float(rng.uniform(0, 1)),
+        material,
+        floor,
+        OBJECTS[cls],
+        primary,
+        cx,
+        cy,
+        s,
     )
 
 
@@ -171,7 +183,7 @@ def _render(scene: _Scene, n: int, rng: np.random.Generator | None) -> dict[str,
     part1 = np.zeros((n, n), np.int32)
     part2 = np.zeros((n, n), np.int32)
     material = np.zeros((n, n), np.int32)
-    floor = Y >= scene.floor
+    floor = scene.floor <= Y
     sky = ~floor
     color[sky] = NUMBER[f"{scene.background}-c"]
     out: dict[str, np.ndarray] = {}
@@ -207,7 +219,7 @@ def _render(scene: _Scene, n: int, rng: np.random.Generator | None) -> dict[str,
 
 def _encode(layer: np.ndarray) -> Image.Image:
     """Broden's label PNG: label number = R + 256 * G."""
-    rgb = np.zeros(layer.shape + (3,), np.uint8)
+    rgb = np.zeros((*layer.shape, 3), np.uint8)
     rgb[..., 0] = layer % 256
     rgb[..., 1] = layer // 256
     return Image.fromarray(rgb, "RGB")
@@ -228,7 +240,7 @@ def make_probe_set(out: Path, *, images: int = 200, size: int = 96, seed: int = 
     box_rows: list[list[object]] = []
     freq: dict[int, dict[str, int]] = {label.number: {} for label in LABELS}
     coverage: dict[int, float] = {label.number: 0.0 for label in LABELS}
-    category_images: dict[str, int] = {cat: 0 for cat in CATEGORY_ORDER}
+    category_images: dict[str, int] = dict.fromkeys(CATEGORY_ORDER, 0)
     order = np.random.default_rng(seed).permutation(images)
     for i in range(images):
         rng = np.random.default_rng([seed, i])
@@ -240,11 +252,22 @@ def make_probe_set(out: Path, *, images: int = 200, size: int = 96, seed: int = 
         Image.fromarray(picture["rgb"], "RGB").save(out / "images" / f"{stem}.png")
         ys, xs = np.nonzero(picture["object"])
         box_rows.append([f"{stem}.png", cls, OBJECTS[cls], xs.min(), ys.min(), xs.max(), ys.max()])
-        row = {"image": f"{stem}.png", "split": "train", "ih": str(size), "iw": str(size),
-               "sh": str(mask_size), "sw": str(mask_size)}
+        row = {
+            "image": f"{stem}.png",
+            "split": "train",
+            "ih": str(size),
+            "iw": str(size),
+            "sh": str(mask_size),
+            "sw": str(mask_size),
+        }
         cells: dict[str, list[str]] = {cat: [] for cat in CATEGORY_ORDER}
-        for layer_name, cat in (("color", "color"), ("object", "object"), ("part_1", "part"),
-                                ("part_2", "part"), ("material", "material")):
+        for layer_name, cat in (
+            ("color", "color"),
+            ("object", "object"),
+            ("part_1", "part"),
+            ("part_2", "part"),
+            ("material", "material"),
+        ):
             layer = masks[layer_name]
             if not layer.any():
                 continue
@@ -252,7 +275,7 @@ def make_probe_set(out: Path, *, images: int = 200, size: int = 96, seed: int = 
             _encode(layer).save(out / "images" / file_name)
             cells[cat].append(file_name)
             numbers, counts = np.unique(layer[layer > 0], return_counts=True)
-            for number, count in zip(numbers.tolist(), counts.tolist()):
+            for number, count in zip(numbers.tolist(), counts.tolist(), strict=True):
                 freq[number][cat] = freq[number].get(cat, 0) + 1
                 coverage[number] += count / layer.size
         if scene.material:
@@ -267,25 +290,50 @@ def make_probe_set(out: Path, *, images: int = 200, size: int = 96, seed: int = 
             category_images[cat] += bool(cells[cat])
             row[cat] = ";".join(cells[cat])
         index_rows.append(row)
-    _write_csv(out / "index.csv", ["image", "split", "ih", "iw", "sh", "sw", *CATEGORY_ORDER],
-               [[r[k] for k in ["image", "split", "ih", "iw", "sh", "sw", *CATEGORY_ORDER]] for r in index_rows])
-    _write_csv(out / "label.csv", ["number", "name", "category", "frequency", "coverage", "syns"], [
-        [label.number, label.name, ";".join(f"{c}({n})" for c, n in freq[label.number].items()) or label.category,
-         sum(freq[label.number].values()), f"{coverage[label.number]:.6f}", ""]
-        for label in LABELS
-    ])
+    index_header = ["image", "split", "ih", "iw", "sh", "sw", *CATEGORY_ORDER]
+    _write_csv(out / "index.csv", index_header, [[r[k] for k in index_header] for r in index_rows])
+    _write_csv(
+        out / "label.csv",
+        ["number", "name", "category", "frequency", "coverage", "syns"],
+        [
+            [
+                label.number,
+                label.name,
+                _category_field(freq[label.number]) or label.category,
+                sum(freq[label.number].values()),
+                f"{coverage[label.number]:.6f}",
+                "",
+            ]
+            for label in LABELS
+        ],
+    )
     category_rows = []
     for cat in CATEGORY_ORDER:
         members = [label for label in LABELS if label.category == cat]
         category_rows.append([cat, members[0].number, members[-1].number, len(members), category_images[cat]])
-        _write_csv(out / f"c_{cat}.csv", ["code", "number", "name", "frequency", "coverage"], [
-            [code, label.number, label.name, freq[label.number].get(cat, 0), f"{coverage[label.number]:.6f}"]
-            for code, label in enumerate(members, start=1)
-        ])
+        _write_csv(
+            out / f"c_{cat}.csv",
+            ["code", "number", "name", "frequency", "coverage"],
+            [
+                [
+                    code,
+                    label.number,
+                    label.name,
+                    freq[label.number].get(cat, 0),
+                    f"{coverage[label.number]:.6f}",
+                ]
+                for code, label in enumerate(members, start=1)
+            ],
+        )
     _write_csv(out / "category.csv", ["name", "first", "last", "count", "frequency"], category_rows)
     _write_csv(out / "boxes.csv", ["image", "class", "name", "x1", "y1", "x2", "y2"], box_rows)
     (out / "classes.txt").write_text("".join(f"{name}\n" for name in OBJECTS))
     return out
+
+
+def _category_field(counts: dict[str, int]) -> str:
+    """label.csv's `category` cell, e.g. `object(12);part(3)`: images per category the label appears in."""
+    return ";".join(f"{cat}({n})" for cat, n in counts.items())
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:

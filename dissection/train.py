@@ -1,9 +1,10 @@
 """Train the toy CNN on a synthetic probe set: classify each image's main object (labels from boxes.csv).
 
 Deterministic (fixed seed, single process, no data-loader workers) and CPU-only, so the demo, the tests and
-CAM localization all see the same model. Inputs are preprocessed exactly as the dissection engine does it
-(RGB in [0, 1], ImageNet mean/std), so the units it learns are the units the engine dissects.
+CAM localization all see the same model. Inputs are preprocessed exactly as dissection does it
+(RGB in [0, 1], ImageNet mean/std), so the units it learns are the units it dissects.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,14 +17,15 @@ from torch import nn
 from tqdm import tqdm
 
 from dissection.errors import ProbeSetError
-from dissection.models import IMAGENET_MEAN, IMAGENET_STD, ToyNet, toy_checkpoint
+from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from dissection.networks import ToyNet, toy_checkpoint
 
 DEFAULT_EPOCHS = 30
 
 
-def read_classes(dataset: Path) -> tuple[list[str], dict[str, int]]:
+def read_classes(probe_set: Path) -> tuple[list[str], dict[str, int]]:
     """Class names (classes.txt) and each image's main-object class (first boxes.csv row of the image)."""
-    classes_file, boxes_file = dataset / "classes.txt", dataset / "boxes.csv"
+    classes_file, boxes_file = probe_set / "classes.txt", probe_set / "boxes.csv"
     for path in (classes_file, boxes_file):
         if not path.is_file():
             raise ProbeSetError(f"{path} is missing; train-toy needs a probe set made by `synth`")
@@ -34,20 +36,23 @@ def read_classes(dataset: Path) -> tuple[list[str], dict[str, int]]:
             try:
                 cls = int(row["class"])
             except (KeyError, TypeError, ValueError):
-                raise ProbeSetError(f"{boxes_file} row {row_number}: field 'class' is not an integer") from None
+                raise ProbeSetError(
+                    f"{boxes_file} row {row_number}: field 'class' is not an integer"
+                ) from None
             if not 0 <= cls < len(classes):
                 raise ProbeSetError(f"{boxes_file} row {row_number}: class {cls} is not in {classes_file}")
             labels.setdefault(row["image"], cls)
     return classes, labels
 
 
-def load_images(dataset: Path, names: list[str]) -> torch.Tensor:
-    """The named images (paths under images/) as one normalized batch, preprocessed as the engine does."""
+def load_images(probe_set: Path, names: list[str]) -> torch.Tensor:
+    """The named images (paths under images/) as one normalized batch, preprocessed as `ModelActivations`
+    does."""
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     arrays = []
     for name in names:
-        path = dataset / "images" / name
+        path = probe_set / "images" / name
         try:
             with Image.open(path) as image:
                 arrays.append(np.asarray(image.convert("RGB")))
@@ -58,17 +63,23 @@ def load_images(dataset: Path, names: list[str]) -> torch.Tensor:
 
 
 def train_toy(
-    dataset: Path, out: Path, *, seed: int = 0, epochs: int | None = None, progress: bool = True, width: int = 32
+    probe_set: Path,
+    out: Path,
+    *,
+    seed: int = 0,
+    epochs: int | None = None,
+    progress: bool = True,
+    width: int = 32,
 ) -> Path:
-    """Train `ToyNet` on `dataset` and save `toy_checkpoint(model, classes)` to `out`; returns `out`.
+    """Train `ToyNet` on `probe_set` and save `toy_checkpoint(model, classes)` to `out`; returns `out`.
 
     `epochs` defaults to DEFAULT_EPOCHS (about two minutes for 200 images of 96 px on one CPU core). The
     checkpoint is written to a temporary name and renamed, so `out` never holds half a file.
     """
-    dataset, out = Path(dataset), Path(out)
-    classes, labels = read_classes(dataset)
+    probe_set, out = Path(probe_set), Path(out)
+    classes, labels = read_classes(probe_set)
     names = sorted(labels)
-    x = load_images(dataset, names)
+    x = load_images(probe_set, names)
     y = torch.tensor([labels[name] for name in names])
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -1,13 +1,16 @@
 """Fixtures shared by every area's tests: a small synthetic probe set and a toy model trained on it.
 
-Both are built once per session. The probe set has 160 images of 64 px (masks 32 px) in the Broden format with
-boxes.csv and classes.txt (see `dissection.synth`); the toy checkpoint (`dissection.models.toy_checkpoint`) is
-trained on it for 40 epochs (~20 s on one core), enough to classify the main object well above chance and to
-grow detector units in conv3/conv4. Load it with `dissection.models.load_model("toy", weights=toy_weights)`.
+Both are built once per session. The probe set has 160 images of 64 px (masks 32 px) in the Broden format
+with boxes.csv and classes.txt (see `dissection.synth`); the toy checkpoint
+(`dissection.networks.toy_checkpoint`) is trained on it for 40 epochs (~20 s on one core), enough to classify
+the main object well above chance and to grow detector units in conv3/conv4. Load it with
+`dissection.networks.load_model("toy", weights=toy_weights)`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +34,17 @@ def toy_weights(probe_set_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
     out = tmp_path_factory.mktemp("toy") / "toy.pt"
     return train_toy(probe_set_dir, out, seed=0, epochs=TOY_EPOCHS, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings: Any, tmp_path: Path) -> None:
+    """Each test writes media (tiles, uploads, shard states) into its own folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.WORK_DIR = tmp_path / "work"
+
+
+@pytest.fixture
+def staff_client(django_user_model: Any) -> Any:
+    from tests.factories import logged_in, staff_user
+
+    return logged_in(staff_user(django_user_model))

@@ -1,4 +1,5 @@
 """Settings come from the environment with safe defaults, and production settings pass the deploy check."""
+
 import os
 import subprocess
 import sys
@@ -10,9 +11,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECURE_SSL", "DATABASE_URL"}}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env},
-                          capture_output=True, text=True, timeout=120)
+    unset = {"DEBUG", "SECURE_SSL", "DATABASE_URL", "SECRET_KEY"}
+    base = {k: v for k, v in os.environ.items() if k not in unset}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_is_clean_under_production_settings() -> None:
@@ -26,8 +34,20 @@ def test_check_deploy_is_clean_under_production_settings() -> None:
     assert "no issues" in result.stdout
 
 
+def test_production_refuses_to_start_without_a_secret_key() -> None:
+    result = _run(["check", "--deploy"], ALLOWED_HOSTS="unitscope.example.org")
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr and "DEBUG=1" in result.stderr
+
+
+def test_the_embedded_key_serves_debug_only_and_says_it_is_insecure() -> None:
+    result = _run(["check", "--deploy", "--fail-level", "WARNING"], DEBUG="1", SECURE_SSL="1")
+    assert result.returncode != 0
+    assert "security.W009" in result.stdout + result.stderr  # Django's "insecure key" warning
+
+
 def test_bad_boolean_names_the_variable() -> None:
-    result = _run(["check"], DEBUG="maybe")
+    result = _run(["check"], DEBUG="maybe", SECRET_KEY="x")
     assert result.returncode != 0
     assert "DEBUG='maybe'" in result.stderr
 

@@ -1,4 +1,5 @@
-"""Celery workers: GPU jobs (dissection shards, CAM galleries) for the service; `celery -A workers worker`."""
+"""The Celery app (`celery -A workers worker`) and the in-process worker thread of the embedded default."""
+
 from workers.app import app
 
 __all__ = ["app"]

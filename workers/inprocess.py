@@ -5,6 +5,7 @@ Caveats: the memory broker lives in this one process, so a task queued by anothe
 `manage.py`, another web worker) is never seen here and queued work is lost on restart; the thread shares the
 process's CPU (and GIL) with the web server. Set CELERY_BROKER_URL=redis://... for real workers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,15 @@ def in_process_worker() -> Iterator[object]:
     # The console shows the run's progress bar, not every task and the memory transport's default host.
     logging.getLogger("celery").setLevel(logging.WARNING)
     logging.getLogger("kombu").setLevel(logging.ERROR)
-    with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False, queues=QUEUES,
-                      loglevel="WARNING", shutdown_timeout=60) as worker:
+    with start_worker(
+        app,
+        pool="solo",
+        concurrency=1,
+        perform_ping_check=False,
+        queues=QUEUES,
+        loglevel="WARNING",
+        shutdown_timeout=60,
+    ) as worker:
         _running.append(worker)
         try:
             yield worker

@@ -1,7 +1,17 @@
-"""Crowd providers behind one interface: `get_provider(name)` returns the implementation for a batch."""
+"""Crowd providers behind one interface: `get_provider(name)` returns the implementation for a batch.
+
+One folder per provider holds its client, and its pages and templates where it has any (as healthchecks keeps
+one folder per integration). A provider reports what it finds remotely; the services decide what to do.
+"""
+
 from __future__ import annotations
 
-from annotate.providers.base import CrowdProvider, ProviderError, SyncResult
+from annotate.providers.base import (
+    CrowdProvider,
+    ProviderError,
+    RemoteAssignment,
+    SyncResult,
+)
 from annotate.providers.local import LocalProvider
 from annotate.providers.mturk import MTurkProvider
 from annotate.providers.prolific import ProlificProvider
@@ -18,7 +28,9 @@ def get_provider(name: str) -> CrowdProvider:
     try:
         return _PROVIDERS[name]()
     except KeyError:
-        raise ProviderError(f"unknown crowd provider {name!r}; expected one of {sorted(_PROVIDERS)}") from None
+        raise ProviderError(
+            f"unknown crowd provider {name!r}; expected one of {sorted(_PROVIDERS)}"
+        ) from None
 
 
-__all__ = ["CrowdProvider", "ProviderError", "SyncResult", "get_provider"]
+__all__ = ["CrowdProvider", "ProviderError", "RemoteAssignment", "SyncResult", "get_provider"]

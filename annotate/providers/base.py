@@ -3,14 +3,16 @@
 The database is the source of truth for answers; a provider only mirrors decisions (publish, approve,
 reject, bonus, block) to the outside service and says where a worker goes when they are done.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from annotate.models import Assignment, Batch, Worker
+    from annotate.models import Assignment, Batch, CrowdWorker
 
 
 class ProviderError(Exception):
@@ -25,6 +27,19 @@ class SyncResult:
     updated: int = 0
     pushed: int = 0
     unknown: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RemoteAssignment:
+    """An assignment as the provider holds it; `batch_sync` decides what to do with it."""
+
+    SUBMITTED: ClassVar[str] = "submitted"
+    APPROVED: ClassVar[str] = "approved"
+    REJECTED: ClassVar[str] = "rejected"
+
+    external_id: str
+    status: str  # SUBMITTED, APPROVED, REJECTED, or the provider's own word for anything else
+    feedback: str = ""
 
 
 class CrowdProvider:
@@ -55,13 +70,13 @@ class CrowdProvider:
     def bonus(self, assignment: Assignment, amount: Decimal, reason: str) -> None:
         """Pay an extra `amount` for `assignment`."""
 
-    def block(self, worker: Worker, reason: str) -> None:
+    def block(self, worker: CrowdWorker, reason: str) -> None:
         """Stop `worker` from working for this requester."""
 
     def completion_url(self, batch: Batch) -> str | None:
         """Where a worker goes after their last task; None = our own finished page."""
         return None
 
-    def sync(self, batch: Batch) -> SyncResult:
-        """Reconcile assignment states with the provider."""
-        return SyncResult()
+    def remote_assignments(self, batch: Batch) -> Iterator[RemoteAssignment]:
+        """Every assignment the provider holds for the batch (none for providers without an API)."""
+        return iter(())

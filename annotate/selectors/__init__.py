@@ -1,4 +1,5 @@
 """Every read of the annotation service that is more than a single `get` (HackSoft style)."""
+
 from __future__ import annotations
 
 import random
@@ -10,25 +11,35 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from annotate.errors import InvalidAnswer
-from annotate.models import Assignment, Batch, DissectionRun, Task, Unit, UnitImage, Worker
+from annotate.models import Assignment, Batch, CrowdWorker, Task
+from runs.models import DissectionRun, Unit, UnitImage
 
 Status = Assignment.Status
 SELECTION_MODES = ("all", "interpretable", "sample", "list")
+REVIEW_PAGE_SIZE = 25
+"""Tasks per review page; the comparison links a unit to the page that shows it."""
 
 
-def tasks_open_for_worker(*, batch: Batch, worker: Worker) -> QuerySet[Task]:
+def tasks_open_for_worker(*, batch: Batch, worker: CrowdWorker) -> QuerySet[Task]:
     """Tasks of `batch` the worker never took that still have a free slot, in batch order."""
-    return (batch.tasks.exclude(assignments__worker=worker)
-            .annotate(live=Count("assignments", filter=Q(assignments__slot__isnull=False)))
-            .filter(live__lt=batch.assignments_per_task)
-            .order_by("position"))
+    return (
+        batch.tasks.exclude(assignments__worker=worker)
+        .annotate(live=Count("assignments", filter=Q(assignments__slot__isnull=False)))
+        .filter(live__lt=batch.assignments_per_task)
+        .order_by("position")
+    )
 
 
-def worker_current_assignment(*, batch: Batch, worker: Worker) -> Assignment | None:
+def worker_current_assignment(*, batch: Batch, worker: CrowdWorker) -> Assignment | None:
     """The worker's accepted, not yet overdue assignment in `batch`, to resume after a reload."""
-    return (Assignment.objects.filter(task__batch=batch, worker=worker, status=Status.ACCEPTED,
-                                      deadline__gt=timezone.now())
-            .select_related("task").order_by("accepted_at").first())
+    return (
+        Assignment.objects.filter(
+            task__batch=batch, worker=worker, status=Status.ACCEPTED, deadline__gt=timezone.now()
+        )
+        .select_related("task")
+        .order_by("accepted_at")
+        .first()
+    )
 
 
 def task_images(*, task: Task) -> list[UnitImage]:
@@ -37,13 +48,18 @@ def task_images(*, task: Task) -> list[UnitImage]:
 
 
 def task_image_ranks(*, task: Task) -> list[int]:
-    return list(task.unit.images.order_by("rank").values_list("rank", flat=True)[: task.batch.images_per_task])
+    return list(
+        task.unit.images.order_by("rank").values_list("rank", flat=True)[: task.batch.images_per_task]
+    )
 
 
 def batch_is_complete(*, batch: Batch) -> bool:
     """Every task holds assignments_per_task approved answers."""
-    return not (batch.tasks.annotate(approved=Count("assignments", filter=Q(assignments__status=Status.APPROVED)))
-                .filter(approved__lt=batch.assignments_per_task).exists())
+    return not (
+        batch.tasks.annotate(approved=Count("assignments", filter=Q(assignments__status=Status.APPROVED)))
+        .filter(approved__lt=batch.assignments_per_task)
+        .exists()
+    )
 
 
 @dataclass(frozen=True)
@@ -70,19 +86,17 @@ def batches_overview() -> list[tuple[Batch, Progress]]:
     return [(batch, batch_progress(batch=batch)) for batch in Batch.objects.order_by("-created_at")]
 
 
-def runs_overview() -> QuerySet[DissectionRun]:
-    return DissectionRun.objects.select_related("network", "probe_set").annotate(
-        unit_count=Count("units")).order_by("-created_at")
-
-
-def run_layers(*, run: DissectionRun) -> list[str]:
-    return list(run.units.order_by("layer").values_list("layer", flat=True).distinct())
-
-
-def units_select(*, run: DissectionRun, layer: str, mode: str, sample_size: int | None = None,
-                 indices: Sequence[int] = (), seed: int | None = None) -> list[Unit]:
+def units_select(
+    *,
+    run: DissectionRun,
+    layer: str,
+    mode: str,
+    sample_size: int | None = None,
+    indices: Sequence[int] = (),
+    seed: int | None = None,
+) -> list[Unit]:
     """Units of `run`'s `layer`: all, interpretable only, a random sample of `sample_size`, or `indices`."""
-    units = run.units.filter(layer=layer).order_by("index")
+    units = run.units.filter(layer=layer).order_by("channel")
     if not units.exists():
         raise InvalidAnswer(f"Layer: run {run.name!r} has no units in layer {layer!r}.")
     if mode == "all":
@@ -96,12 +110,12 @@ def units_select(*, run: DissectionRun, layer: str, mode: str, sample_size: int 
         pool = list(units)
         if not sample_size or sample_size < 1 or sample_size > len(pool):
             raise InvalidAnswer(f"Sample size: choose between 1 and {len(pool)} units.")
-        return sorted(random.Random(seed).sample(pool, sample_size), key=lambda u: u.index)
+        return sorted(random.Random(seed).sample(pool, sample_size), key=lambda u: u.channel)
     if mode == "list":
         wanted = list(dict.fromkeys(indices))
         if not wanted:
             raise InvalidAnswer("Units: list at least one unit index.")
-        found = {u.index: u for u in units.filter(index__in=wanted)}
+        found = {u.channel: u for u in units.filter(channel__in=wanted)}
         missing = [i for i in wanted if i not in found]
         if missing:
             raise InvalidAnswer(f"Units: layer {layer!r} has no unit {', '.join(map(str, missing))}.")
@@ -111,49 +125,97 @@ def units_select(*, run: DissectionRun, layer: str, mode: str, sample_size: int 
 
 def batch_review(*, batch: Batch) -> QuerySet[Task]:
     """Tasks with their unit, images and every non-abandoned assignment (answer and worker)."""
-    answered = (Assignment.objects.exclude(status__in=[Status.RETURNED, Status.EXPIRED])
-                .select_related("worker", "annotation").order_by("submitted_at", "accepted_at"))
-    return batch.tasks.select_related("unit__run").prefetch_related(
-        Prefetch("assignments", queryset=answered, to_attr="review_assignments"),
-        Prefetch("unit__images", queryset=UnitImage.objects.order_by("rank")),
-    ).order_by("position")
+    answered = (
+        Assignment.objects.exclude(status__in=[Status.RETURNED, Status.EXPIRED])
+        .select_related("worker", "annotation")
+        .order_by("submitted_at", "accepted_at")
+    )
+    return (
+        batch.tasks.select_related("unit__run")
+        .prefetch_related(
+            Prefetch("assignments", queryset=answered, to_attr="review_assignments"),
+            Prefetch("unit__images", queryset=UnitImage.objects.order_by("rank")),
+        )
+        .order_by("position")
+    )
 
 
-def batch_workers(*, batch: Batch) -> QuerySet[Worker]:
-    return Worker.objects.filter(assignments__task__batch=batch).distinct().annotate(
-        done=Count("assignments", filter=Q(assignments__task__batch=batch,
-                                           assignments__status__in=Assignment.DONE))).order_by("external_id")
+def batch_workers(*, batch: Batch) -> QuerySet[CrowdWorker]:
+    return (
+        CrowdWorker.objects.filter(assignments__task__batch=batch)
+        .distinct()
+        .annotate(
+            done=Count(
+                "assignments",
+                filter=Q(assignments__task__batch=batch, assignments__status__in=Assignment.DONE),
+            )
+        )
+        .order_by("external_id")
+    )
 
 
-EXPORT_FIELDS = ("batch", "task", "run", "unit_id", "layer", "unit_index", "automatic_label", "gold", "worker", "provider",
-                 "assignment", "status", "words", "category", "rejected_ranks", "shown", "precision",
-                 "time_spent_ms", "gold_passed", "accepted_at", "submitted_at", "feedback")
+EXPORT_FIELDS = (
+    "batch",
+    "task",
+    "run",
+    "unit_id",
+    "layer",
+    "unit_index",
+    "automatic_label",
+    "gold",
+    "worker",
+    "provider",
+    "assignment",
+    "status",
+    "words",
+    "category",
+    "rejected_ranks",
+    "shown",
+    "precision",
+    "time_spent_ms",
+    "gold_passed",
+    "accepted_at",
+    "submitted_at",
+    "feedback",
+)
 
 
 def batch_export_rows(*, batch: Batch) -> list[dict[str, Any]]:
     """One row per assignment that has an answer or a decision (returned/expired ones carry none)."""
-    assignments = (Assignment.objects.filter(task__batch=batch)
-                   .exclude(status__in=[Status.RETURNED, Status.EXPIRED, Status.ACCEPTED])
-                   .select_related("task__unit__run", "worker", "annotation")
-                   .order_by("task__position", "submitted_at", "pk"))
+    assignments = (
+        Assignment.objects.filter(task__batch=batch)
+        .exclude(status__in=[Status.RETURNED, Status.EXPIRED, Status.ACCEPTED])
+        .select_related("task__unit__run", "worker", "annotation")
+        .order_by("task__position", "submitted_at", "pk")
+    )
     rows = []
     for a in assignments:
         unit = a.task.unit
         annotation = getattr(a, "annotation", None)
-        rows.append({
-            "batch": str(batch.public_id), "task": str(a.task.public_id), "run": unit.run.name,
-            "unit_id": unit.pk, "layer": unit.layer, "unit_index": unit.index, "automatic_label": unit.label, "gold": a.task.is_gold,
-            "worker": a.worker.external_id, "provider": a.worker.provider, "assignment": str(a.public_id),
-            "status": a.status,
-            "words": annotation.words if annotation else "",
-            "category": annotation.category if annotation else "",
-            "rejected_ranks": list(annotation.rejected_ranks) if annotation else [],
-            "shown": annotation.shown_count if annotation else None,
-            "precision": annotation.precision if annotation else None,
-            "time_spent_ms": annotation.time_spent_ms if annotation else None,
-            "gold_passed": a.gold_passed,
-            "accepted_at": a.accepted_at.isoformat(),
-            "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
-            "feedback": a.feedback,
-        })
+        rows.append(
+            {
+                "batch": str(batch.public_id),
+                "task": str(a.task.public_id),
+                "run": unit.run.name,
+                "unit_id": unit.pk,
+                "layer": unit.layer,
+                "unit_index": unit.channel,
+                "automatic_label": unit.label,
+                "gold": a.task.is_gold,
+                "worker": a.worker.external_id,
+                "provider": a.worker.provider,
+                "assignment": str(a.public_id),
+                "status": a.status,
+                "words": annotation.words if annotation else "",
+                "category": annotation.category if annotation else "",
+                "rejected_ranks": list(annotation.rejected_ranks) if annotation else [],
+                "shown": annotation.shown_count if annotation else None,
+                "precision": annotation.precision if annotation else None,
+                "time_spent_ms": annotation.time_spent_ms if annotation else None,
+                "gold_passed": a.gold_passed,
+                "accepted_at": a.accepted_at.isoformat(),
+                "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
+                "feedback": a.feedback,
+            }
+        )
     return rows

@@ -1,4 +1,4 @@
-"""Reads for the human-versus-automatic comparison: the ORM turned into `annotate.comparison` records.
+"""Reads for the human-versus-automatic comparison: the ORM turned into `agreement.records` records.
 
 A batch's comparison covers the units of its tasks. Label answers come from the batch's own label tasks;
 a verification batch (verify tasks only) has none, so its units' label answers come from every label
@@ -7,6 +7,7 @@ batch's dashboard shows the verdicts of the verification batch made from it. A r
 its units and every answer on them. A worker who answered a unit more than once counts once, with
 their latest answer; rejected answers and abandoned assignments count never.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -17,14 +18,18 @@ from typing import Any, Literal
 from django.db.models import QuerySet
 from django.urls import reverse
 
-from annotate import comparison
+from agreement.aggregation import consensus_word
+from agreement.broden import BRODEN_CATEGORIES
+from agreement.records import SOURCES, Answer, UnitRecord, VerificationAnswer
+from agreement.summary import rows_to_csv, summarize
+from agreement.words import synonyms_from_label_csv
+from annotate import selectors
 from annotate.export import csv_cell
-from annotate.models import Annotation, Assignment, Batch, DissectionRun, Task, Unit
+from annotate.models import Annotation, Assignment, Batch, Task
+from runs.models import DissectionRun, Unit
 
 COUNTED = (Assignment.Status.SUBMITTED, Assignment.Status.APPROVED)
 """Assignments whose answer enters the statistics (a rejected answer was judged unusable)."""
-REVIEW_PAGE_SIZE = 25
-"""Tasks per review page (as `views.REVIEW_PAGE_SIZE`), to link a unit to the page that shows it."""
 LABEL_CSV = "label.csv"
 
 Aggregation = Literal["dawid_skene", "majority"]
@@ -32,17 +37,17 @@ Aggregation = Literal["dawid_skene", "majority"]
 
 @dataclass
 class ComparisonInput:
-    """What `comparison.summarize` needs, plus the notes on units left out of part of it."""
+    """What `summarize` needs, plus the notes on units left out of part of it."""
 
-    records: list[comparison.UnitRecord]
-    verification: list[comparison.VerificationAnswer]
+    records: list[UnitRecord]
+    verification: list[VerificationAnswer]
     synonyms: dict[str, str] | None
     notes: list[str] = field(default_factory=list)
 
 
 def unit_key(unit: Unit, *, with_run: bool = False) -> str:
-    """How tables name a unit: `layer#index`, prefixed by the run's name when units of several runs mix."""
-    key = f"{unit.layer}#{unit.index}"
+    """How tables name a unit: `layer#channel`, prefixed by the run's name when units of several runs mix."""
+    key = f"{unit.layer}#{unit.channel}"
     return f"{unit.run.name}/{key}" if with_run else key
 
 
@@ -54,21 +59,29 @@ def unit_dissection(unit: Unit) -> tuple[str | None, str | None, str | None]:
     """
     if not unit.label:
         return None, None, None
-    if unit.category not in comparison.BRODEN_CATEGORIES:
-        return None, None, (f"unit {unit.layer}#{unit.index} of run {unit.run.name!r}: category {unit.category!r} "
-                            f"is not a Broden category ({', '.join(comparison.BRODEN_CATEGORIES)}); its dissection "
-                            f"label {unit.label!r} is left out")
-    return unit.label, unit.category, None
+    if unit.concept_category not in BRODEN_CATEGORIES:
+        return (
+            None,
+            None,
+            (
+                f"unit {unit.layer}#{unit.channel} of run {unit.run.name!r}: "
+                f"category {unit.concept_category!r} is not a Broden category "
+                f"({', '.join(BRODEN_CATEGORIES)}); its dissection label {unit.label!r} is left out"
+            ),
+        )
+    return unit.label, unit.concept_category, None
 
 
 def run_synonyms(*, run: DissectionRun) -> dict[str, str] | None:
-    """The synonym map of the run's probe set's label.csv (`syns` column), when the probe set is a local folder."""
+    """The synonym map of the run's probe set's label.csv (`syns` column), when the probe set is a
+    local folder.
+    """
     if run.probe_set is None or "://" in run.probe_set.path:
         return None
     path = Path(run.probe_set.path) / LABEL_CSV
     if not path.is_file():
         return None
-    return comparison.synonyms_from_label_csv(path)
+    return synonyms_from_label_csv(path)
 
 
 def _synonyms(runs: Iterable[DissectionRun], notes: list[str]) -> dict[str, str] | None:
@@ -86,14 +99,17 @@ def _review_urls(units: Sequence[Unit]) -> dict[int, str]:
     """Per unit pk, its place on the review page of the first label batch that holds it."""
     wanted = {unit.pk for unit in units}
     urls: dict[int, str] = {}
-    batches = (Batch.objects.filter(tasks__unit__in=wanted, tasks__kind=Task.Kind.LABEL).distinct()
-               .order_by("created_at", "pk"))
+    batches = (
+        Batch.objects.filter(tasks__unit__in=wanted, tasks__kind=Task.Kind.LABEL)
+        .distinct()
+        .order_by("created_at", "pk")
+    )
     for batch in batches:
         tasks = list(batch.tasks.order_by("position").values_list("unit_id", "public_id"))
         base = reverse("annotate:batch_review", args=[batch.public_id])
         for number, (unit_id, public_id) in enumerate(tasks):
             if unit_id in wanted and unit_id not in urls:
-                urls[unit_id] = f"{base}?page={number // REVIEW_PAGE_SIZE + 1}#task-{public_id}"
+                urls[unit_id] = f"{base}?page={number // selectors.REVIEW_PAGE_SIZE + 1}#task-{public_id}"
         if len(urls) == len(wanted):
             break
     return urls
@@ -109,13 +125,16 @@ def _latest_per_worker(annotations: Iterable[Annotation]) -> dict[int, dict[int,
 
 
 def _counted(annotations: QuerySet[Annotation]) -> QuerySet[Annotation]:
-    return (annotations.filter(assignment__status__in=COUNTED)
-            .select_related("assignment__worker", "assignment__task")
-            .order_by("assignment__submitted_at", "pk"))
+    return (
+        annotations.filter(assignment__status__in=COUNTED)
+        .select_related("assignment__worker", "assignment__task")
+        .order_by("assignment__submitted_at", "pk")
+    )
 
 
-def _records(units: Sequence[Unit], label_answers: QuerySet[Annotation], notes: list[str]
-             ) -> list[comparison.UnitRecord]:
+def _records(
+    units: Sequence[Unit], label_answers: QuerySet[Annotation], notes: list[str]
+) -> list[UnitRecord]:
     with_run = len({unit.run_id for unit in units}) > 1
     latest = _latest_per_worker(_counted(label_answers))
     urls = _review_urls(units)
@@ -125,32 +144,52 @@ def _records(units: Sequence[Unit], label_answers: QuerySet[Annotation], notes: 
         if note:
             notes.append(note)
         answers = tuple(
-            comparison.Answer(worker=a.assignment.worker.external_id, words=a.words, category=a.category or None,
-                              precision=a.precision)
+            Answer(
+                worker=a.assignment.worker.external_id,
+                words=a.words,
+                category=a.category or None,
+                precision=a.precision,
+            )
             for a in latest.get(unit.pk, {}).values()
         )
-        records.append(comparison.UnitRecord(
-            unit_key=unit_key(unit, with_run=with_run), layer=unit.layer, auto_label=label, auto_category=category,
-            iou=unit.iou if label is not None else None, answers=answers, url=urls.get(unit.pk)))
+        records.append(
+            UnitRecord(
+                unit_key=unit_key(unit, with_run=with_run),
+                layer=unit.layer,
+                auto_label=label,
+                auto_category=category,
+                iou=unit.iou if label is not None else None,
+                answers=answers,
+                url=urls.get(unit.pk),
+            )
+        )
     return records
 
 
-def _verification(units: Sequence[Unit]) -> list[comparison.VerificationAnswer]:
+def _verification(units: Sequence[Unit]) -> list[VerificationAnswer]:
     with_run = len({unit.run_id for unit in units}) > 1
     by_pk = {unit.pk: unit for unit in units}
-    answers = _counted(Annotation.objects.filter(
-        assignment__task__unit__in=list(by_pk), assignment__task__kind=Task.Kind.VERIFY,
-        verify_answer__isnull=False))
+    answers = _counted(
+        Annotation.objects.filter(
+            assignment__task__unit__in=list(by_pk),
+            assignment__task__kind=Task.Kind.VERIFY,
+            verify_answer__isnull=False,
+        )
+    )
     latest: dict[tuple[int, str, int], Annotation] = {}
     for annotation in answers:
         task = annotation.assignment.task
         latest[(task.unit_id, task.candidate_source, annotation.assignment.worker_id)] = annotation
     return [
-        comparison.VerificationAnswer(
-            unit_key=unit_key(by_pk[unit_id], with_run=with_run), layer=by_pk[unit_id].layer, source=source,
-            worker=annotation.assignment.worker.external_id, yes=bool(annotation.verify_answer))
+        VerificationAnswer(
+            unit_key=unit_key(by_pk[unit_id], with_run=with_run),
+            layer=by_pk[unit_id].layer,
+            source=source,
+            worker=annotation.assignment.worker.external_id,
+            yes=bool(annotation.verify_answer),
+        )
         for (unit_id, source, _), annotation in latest.items()
-        if source in comparison.SOURCES
+        if source in SOURCES
     ]
 
 
@@ -174,18 +213,25 @@ def batch_comparison_input(*, batch: Batch) -> ComparisonInput:
 
 
 def run_comparison_input(*, run: DissectionRun) -> ComparisonInput:
-    units = list(run.units.select_related("run").order_by("layer", "index"))
+    units = list(run.units.select_related("run").order_by("layer", "channel"))
     label = Annotation.objects.filter(assignment__task__kind=Task.Kind.LABEL, assignment__task__unit__run=run)
     notes: list[str] = []
     records = _records(units, label, notes)
     return ComparisonInput(records, _verification(units), _synonyms([run], notes), notes)
 
 
-def comparison_summarize(*, data: ComparisonInput, aggregation: Aggregation = "dawid_skene",
-                         n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """`comparison.summarize` of `data` (JSON-ready: the dashboard, the exports and `compare` read it)."""
-    summary = comparison.summarize(data.records, verification=data.verification, synonyms=data.synonyms,
-                                   aggregation=aggregation, n_resamples=n_resamples, seed=seed)
+def comparison_summarize(
+    *, data: ComparisonInput, aggregation: Aggregation = "dawid_skene", n_resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """`summarize` of `data` (JSON-ready: the dashboard, the exports and `compare` read it)."""
+    summary = summarize(
+        data.records,
+        verification=data.verification,
+        synonyms=data.synonyms,
+        aggregation=aggregation,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
     summary["notes"] = list(data.notes)
     return summary
 
@@ -194,17 +240,19 @@ def batch_consensus_words(*, batch: Batch) -> dict[int, str]:
     """unit pk -> the human consensus word (normalized, synonyms applied) of the batch's label answers."""
     units = batch_units(batch=batch)
     synonyms = _synonyms(dict.fromkeys(unit.run for unit in units), [])
-    latest = _latest_per_worker(_counted(Annotation.objects.filter(
-        assignment__task__batch=batch, assignment__task__kind=Task.Kind.LABEL)))
+    latest = _latest_per_worker(
+        _counted(
+            Annotation.objects.filter(assignment__task__batch=batch, assignment__task__kind=Task.Kind.LABEL)
+        )
+    )
     words: dict[int, str] = {}
     for unit in units:
-        word = comparison.consensus_word([a.words for a in latest.get(unit.pk, {}).values()], synonyms=synonyms)
+        word = consensus_word([a.words for a in latest.get(unit.pk, {}).values()], synonyms=synonyms)
         if word:
             words[unit.pk] = word
     return words
 
 
-
 def table_csv(rows: Sequence[dict[str, Any]]) -> str:
     """A summary table as CSV, with worker-typed text that would start a spreadsheet formula quoted."""
-    return comparison.rows_to_csv([{key: csv_cell(value) for key, value in row.items()} for row in rows])
+    return rows_to_csv([{key: csv_cell(value) for key, value in row.items()} for row in rows])

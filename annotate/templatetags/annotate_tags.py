@@ -1,4 +1,5 @@
 """Template filters for the annotation pages."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -3,34 +3,23 @@
 Media go to a per-test folder; static files use the plain storage so pages render without a collectstatic
 manifest.
 """
+
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.core.files.base import ContentFile
 from django.test import Client
-from PIL import Image
 
 from annotate import services
-from annotate.models import Batch, DissectionRun, Provider, Unit, UnitImage, Worker
+from annotate.models import Batch, CrowdWorker, Provider
+from runs.models import DissectionRun, Unit
+from tests.factories import unit_create
 
 IMAGES_PER_UNIT = 4
-
-
-def png_bytes(colour: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(autouse=True)
-def _media_root(settings: Any, tmp_path: Any) -> None:
-    settings.MEDIA_ROOT = tmp_path / "media"
 
 
 @pytest.fixture
@@ -40,13 +29,9 @@ def run(db: None) -> DissectionRun:
 
 @pytest.fixture
 def make_unit(run: DissectionRun) -> Callable[..., Unit]:
-    def make(index: int, layer: str = "conv4", images: int = IMAGES_PER_UNIT, **fields: Any) -> Unit:
-        unit = Unit.objects.create(run=run, layer=layer, index=index, **fields)
-        for rank in range(images):
-            image = UnitImage(unit=unit, rank=rank, max_activation=10.0 - rank)
-            image.image.save(f"u{unit.pk}-{rank}.png", ContentFile(png_bytes()), save=False)
-            image.save()
-        return unit
+    def make(channel: int, layer: str = "conv4", images: int = IMAGES_PER_UNIT, **fields: Any) -> Unit:
+        return unit_create(run, channel, layer, images=images, **fields)
+
     return make
 
 
@@ -57,7 +42,9 @@ def units(make_unit: Callable[..., Unit]) -> list[Unit]:
 
 @pytest.fixture
 def make_batch(units: list[Unit]) -> Callable[..., Batch]:
-    def make(publish: bool = True, gold: dict[int, services.GoldAnswer] | None = None, **fields: Any) -> Batch:
+    def make(
+        publish: bool = True, gold: dict[int, services.GoldAnswer] | None = None, **fields: Any
+    ) -> Batch:
         fields.setdefault("assignments_per_task", 2)
         fields.setdefault("images_per_task", IMAGES_PER_UNIT)
         fields.setdefault("title", "Label units")
@@ -67,6 +54,7 @@ def make_batch(units: list[Unit]) -> Callable[..., Batch]:
         if publish:
             services.batch_publish(batch=batch)
         return batch
+
     return make
 
 
@@ -82,16 +70,8 @@ def gold_batch(make_batch: Callable[..., Batch], units: list[Unit]) -> Batch:
 
 
 @pytest.fixture
-def worker(db: None) -> Worker:
-    return services.worker_get_or_create(provider=Provider.LOCAL, external_id="alice")
-
-
-@pytest.fixture
-def staff_client(django_user_model: Any) -> Client:
-    user = django_user_model.objects.create_user("boss", password="pw-for-tests-1234", is_staff=True)
-    client = Client()
-    client.force_login(user)
-    return client
+def worker(db: None) -> CrowdWorker:
+    return services.crowd_worker_get_or_create(provider=Provider.LOCAL, external_id="alice")
 
 
 def _start_worker(batch: Batch, worker_id: str, client: Client | None = None) -> Client:

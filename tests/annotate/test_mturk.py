@@ -1,9 +1,10 @@
 """MTurk through botocore's Stubber: every call is checked against the real MTurk API model."""
+
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -14,8 +15,9 @@ from botocore.stub import ANY, Stubber
 from django.test import Client
 
 from annotate import services
-from annotate.models import Annotation, Assignment, Batch, Provider, Worker
-from annotate.providers import ProviderError, mturk
+from annotate.models import Annotation, Assignment, Batch, CrowdWorker, Provider
+from annotate.providers import ProviderError
+from annotate.providers.mturk import client as mturk
 
 Status = Assignment.Status
 XSD = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2006-07-14/ExternalQuestion.xsd"
@@ -24,8 +26,13 @@ XSD = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2006-07-
 @pytest.fixture
 def stub(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[Stubber]:
     settings.SITE_URL = "https://annotate.example.org"
-    client = boto3.client("mturk", region_name="us-east-1", endpoint_url=mturk.SANDBOX_ENDPOINT,
-                          aws_access_key_id="test", aws_secret_access_key="test")
+    client = boto3.client(
+        "mturk",
+        region_name="us-east-1",
+        endpoint_url=mturk.SANDBOX_ENDPOINT,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     monkeypatch.setattr(mturk, "mturk_client", lambda: client)
     with Stubber(client) as stubber:
         yield stubber
@@ -37,17 +44,37 @@ def _hit(hit_id: str) -> dict[str, Any]:
 
 
 def _expect_publish(stub: Stubber, batch: Batch) -> list[str]:
-    stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"}, {
-        "AutoApprovalDelayInSeconds": ANY, "AssignmentDurationInSeconds": 600, "Reward": "0.10",
-        "Title": batch.title, "Keywords": ANY, "Description": ANY})
+    stub.add_response(
+        "create_hit_type",
+        {"HITTypeId": "TYPE1"},
+        {
+            "AutoApprovalDelayInSeconds": ANY,
+            "AssignmentDurationInSeconds": 600,
+            "Reward": "0.10",
+            "Title": batch.title,
+            "Keywords": ANY,
+            "Description": ANY,
+        },
+    )
     ids = []
     for task in batch.tasks.order_by("position"):
         hit_id = f"HIT{task.position}"
-        question = (f'<ExternalQuestion xmlns="{XSD}"><ExternalURL>https://annotate.example.org/mturk/task/'
-                    f"{task.public_id}/</ExternalURL><FrameHeight>0</FrameHeight></ExternalQuestion>")
-        stub.add_response("create_hit_with_hit_type", _hit(hit_id), {
-            "HITTypeId": "TYPE1", "MaxAssignments": 2, "LifetimeInSeconds": ANY, "Question": question,
-            "RequesterAnnotation": str(task.public_id), "UniqueRequestToken": task.public_id.hex})
+        question = (
+            f'<ExternalQuestion xmlns="{XSD}"><ExternalURL>https://annotate.example.org/mturk/task/'
+            f"{task.public_id}/</ExternalURL><FrameHeight>0</FrameHeight></ExternalQuestion>"
+        )
+        stub.add_response(
+            "create_hit_with_hit_type",
+            _hit(hit_id),
+            {
+                "HITTypeId": "TYPE1",
+                "MaxAssignments": 2,
+                "LifetimeInSeconds": ANY,
+                "Question": question,
+                "RequesterAnnotation": str(task.public_id),
+                "UniqueRequestToken": task.public_id.hex,
+            },
+        )
         ids.append(hit_id)
     return ids
 
@@ -79,13 +106,29 @@ def test_retried_publish_never_makes_a_second_hit(make_batch, stub: Stubber) -> 
     assert batch.state == Batch.State.DRAFT
     # Retry: task 0 already has its HIT; task 1's HIT was in fact created, MTurk refuses the same token, and
     # the HIT is found again by its RequesterAnnotation (second page of list_hits).
-    stub.add_client_error("create_hit_with_hit_type", "RequestError", "HitAlreadyExists", expected_params={
-        "HITTypeId": "TYPE1", "MaxAssignments": 2, "LifetimeInSeconds": ANY, "Question": ANY,
-        "RequesterAnnotation": str(tasks[1].public_id), "UniqueRequestToken": tasks[1].public_id.hex})
-    stub.add_response("list_hits", {"HITs": [{"HITId": "OTHER", "RequesterAnnotation": "x"}], "NextToken": "p2"},
-                      {"MaxResults": 100})
-    stub.add_response("list_hits", {"HITs": [{"HITId": "HIT1", "RequesterAnnotation": str(tasks[1].public_id)}]},
-                      {"MaxResults": 100, "NextToken": "p2"})
+    stub.add_client_error(
+        "create_hit_with_hit_type",
+        "RequestError",
+        "HitAlreadyExists",
+        expected_params={
+            "HITTypeId": "TYPE1",
+            "MaxAssignments": 2,
+            "LifetimeInSeconds": ANY,
+            "Question": ANY,
+            "RequesterAnnotation": str(tasks[1].public_id),
+            "UniqueRequestToken": tasks[1].public_id.hex,
+        },
+    )
+    stub.add_response(
+        "list_hits",
+        {"HITs": [{"HITId": "OTHER", "RequesterAnnotation": "x"}], "NextToken": "p2"},
+        {"MaxResults": 100},
+    )
+    stub.add_response(
+        "list_hits",
+        {"HITs": [{"HITId": "HIT1", "RequesterAnnotation": str(tasks[1].public_id)}]},
+        {"MaxResults": 100, "NextToken": "p2"},
+    )
     stub.add_response("create_hit_with_hit_type", _hit("HIT2"))
     services.batch_publish(batch=batch)
     assert list(batch.tasks.values_list("mturk_hit_id", flat=True)) == ["HIT0", "HIT1", "HIT2"]
@@ -103,8 +146,15 @@ def _task_url(task, **params: str) -> str:
 
 
 def _open(client: Client, task, assignment_id: str = "ASG1", worker_id: str = "WKR1"):
-    return client.get(_task_url(task, assignmentId=assignment_id, hitId=task.mturk_hit_id, workerId=worker_id,
-                                turkSubmitTo="https://workersandbox.mturk.com"))
+    return client.get(
+        _task_url(
+            task,
+            assignmentId=assignment_id,
+            hitId=task.mturk_hit_id,
+            workerId=worker_id,
+            turkSubmitTo="https://workersandbox.mturk.com",
+        )
+    )
 
 
 def test_preview_is_framable_by_mturk_only_and_disabled(mturk_batch: Batch) -> None:
@@ -112,8 +162,9 @@ def test_preview_is_framable_by_mturk_only_and_disabled(mturk_batch: Batch) -> N
     response = Client().get(_task_url(task, assignmentId="ASSIGNMENT_ID_NOT_AVAILABLE", hitId="HIT0"))
     page = response.content.decode()
     assert response.status_code == 200 and "X-Frame-Options" not in response
-    assert response["Content-Security-Policy"] == ("frame-ancestors https://worker.mturk.com "
-                                                   "https://workersandbox.mturk.com https://www.mturk.com")
+    assert response["Content-Security-Policy"] == (
+        "frame-ancestors https://worker.mturk.com https://workersandbox.mturk.com https://www.mturk.com"
+    )
     assert "<fieldset disabled>" in page and page.count("<img ") == mturk_batch.images_per_task
     assert not Assignment.objects.exists()
     # every other page keeps the global DENY
@@ -127,8 +178,11 @@ def test_mturk_worker_answers_and_is_sent_to_external_submit(mturk_batch: Batch,
     assert page.status_code == 200
     token = re.search(r'name="token" value="([^"]+)"', page.content.decode())[1]
     assignment = Assignment.objects.get()
-    assert (assignment.mturk_assignment_id, assignment.mturk_hit_id, assignment.worker.external_id) == \
-           ("ASG1", "HIT0", "WKR1")
+    assert (assignment.mturk_assignment_id, assignment.mturk_hit_id, assignment.worker.external_id) == (
+        "ASG1",
+        "HIT0",
+        "WKR1",
+    )
     done = client.post(f"/mturk/task/{task.public_id}/submit/", {**answer(), "token": token})
     html = done.content.decode()
     assert done.status_code == 200 and "X-Frame-Options" not in done
@@ -136,7 +190,12 @@ def test_mturk_worker_answers_and_is_sent_to_external_submit(mturk_batch: Batch,
     assert 'name="assignmentId" value="ASG1"' in html
     assert Annotation.objects.get().words == "red"
     # a replay (MTurk retry or double click) stores nothing new
-    assert client.post(f"/mturk/task/{task.public_id}/submit/", {**answer(words="x"), "token": token}).status_code == 200
+    assert (
+        client.post(
+            f"/mturk/task/{task.public_id}/submit/", {**answer(words="x"), "token": token}
+        ).status_code
+        == 200
+    )
     assert list(Annotation.objects.values_list("words", flat=True)) == ["red"]
 
 
@@ -144,8 +203,9 @@ def test_forged_token_or_foreign_submit_host_is_refused(mturk_batch: Batch, answ
     task = mturk_batch.tasks.first()
     bad = Client().post(f"/mturk/task/{task.public_id}/submit/", {**answer(), "token": "forged"})
     assert bad.status_code == 403
-    evil = Client().get(_task_url(task, assignmentId="A", hitId="H", workerId="W",
-                                  turkSubmitTo="https://evil.example.com"))
+    evil = Client().get(
+        _task_url(task, assignmentId="A", hitId="H", workerId="W", turkSubmitTo="https://evil.example.com")
+    )
     assert evil.status_code == 400 and not Assignment.objects.exists()
 
 
@@ -159,10 +219,14 @@ def test_mturk_reuses_slot_of_an_abandoned_assignment(mturk_batch: Batch) -> Non
 
 def _submitted(batch: Batch, assignment_id: str, worker_id: str, answer_words: str = "red") -> Assignment:
     task = batch.tasks.first()
-    worker = services.worker_get_or_create(provider=Provider.MTURK, external_id=worker_id)
-    assignment = services.assignment_accept(task=task, worker=worker, mturk_assignment_id=assignment_id,
-                                            mturk_hit_id=task.mturk_hit_id,
-                                            turk_submit_to="https://www.mturk.com")
+    worker = services.crowd_worker_get_or_create(provider=Provider.MTURK, external_id=worker_id)
+    assignment = services.assignment_accept(
+        task=task,
+        worker=worker,
+        mturk_assignment_id=assignment_id,
+        mturk_hit_id=task.mturk_hit_id,
+        turk_submit_to="https://www.mturk.com",
+    )
     services.annotation_submit(assignment=assignment, words=answer_words, category="color", rejected_ranks=[])
     return assignment
 
@@ -172,15 +236,31 @@ def test_review_actions_map_to_mturk_calls(mturk_batch: Batch, stub: Stubber) ->
     bad = _submitted(mturk_batch, "ASG2", "WKR2")
     stub.add_response("approve_assignment", {}, {"AssignmentId": "ASG1", "RequesterFeedback": "Thanks"})
     stub.add_response("reject_assignment", {}, {"AssignmentId": "ASG2", "RequesterFeedback": "Off topic"})
-    stub.add_response("create_additional_assignments_for_hit", {}, {
-        "HITId": "HIT0", "NumberOfAdditionalAssignments": 1, "UniqueRequestToken": f"more-{bad.public_id.hex}"})
-    stub.add_response("send_bonus", {}, {"WorkerId": "WKR1", "BonusAmount": "0.50", "AssignmentId": "ASG1",
-                                         "Reason": "Careful work", "UniqueRequestToken": f"bonus-{good.public_id.hex}"})
+    stub.add_response(
+        "create_additional_assignments_for_hit",
+        {},
+        {
+            "HITId": "HIT0",
+            "NumberOfAdditionalAssignments": 1,
+            "UniqueRequestToken": f"more-{bad.public_id.hex}",
+        },
+    )
+    stub.add_response(
+        "send_bonus",
+        {},
+        {
+            "WorkerId": "WKR1",
+            "BonusAmount": "0.50",
+            "AssignmentId": "ASG1",
+            "Reason": "Careful work",
+            "UniqueRequestToken": f"bonus-{good.public_id.hex}",
+        },
+    )
     stub.add_response("create_worker_block", {}, {"WorkerId": "WKR2", "Reason": "Spam"})
     services.assignment_approve(assignment=good, feedback="Thanks")
     services.assignment_reject(assignment=bad, feedback="Off topic")
     services.assignment_send_bonus(assignment=good, amount=Decimal("0.5"), reason="Careful work")
-    services.worker_block(worker=Worker.objects.get(external_id="WKR2"), reason="Spam")
+    services.crowd_worker_block(worker=CrowdWorker.objects.get(external_id="WKR2"), reason="Spam")
     good.refresh_from_db()
     bad.refresh_from_db()
     assert (good.status, good.bonus, bad.status) == (Status.APPROVED, Decimal("0.50"), Status.REJECTED)
@@ -188,8 +268,9 @@ def test_review_actions_map_to_mturk_calls(mturk_batch: Batch, stub: Stubber) ->
 
 def test_failed_mturk_call_changes_nothing_here(mturk_batch: Batch, stub: Stubber) -> None:
     assignment = _submitted(mturk_batch, "ASG1", "WKR1")
-    stub.add_client_error("approve_assignment", "RequestError", "This operation can be called with a status of: "
-                                                                "Submitted")
+    stub.add_client_error(
+        "approve_assignment", "RequestError", "This operation can be called with a status of: Submitted"
+    )
     with pytest.raises(ProviderError, match="approve_assignment failed: This operation"):
         services.assignment_approve(assignment=assignment)
     assignment.refresh_from_db()
@@ -200,43 +281,86 @@ def test_sync_pages_through_assignments_and_reconciles(mturk_batch: Batch, stub:
     mine_approved = _submitted(mturk_batch, "ASG1", "WKR1")
     theirs_rejected = _submitted(mturk_batch, "ASG2", "WKR2")
     Assignment.objects.filter(pk=mine_approved.pk).update(status=Status.APPROVED, feedback="")
-    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
     remote = {"HITId": "HIT0", "WorkerId": "W", "AcceptTime": when, "SubmitTime": when}
-    stub.add_response("list_assignments_for_hit", {
-        "Assignments": [{**remote, "AssignmentId": "ASG1", "AssignmentStatus": "Submitted"}], "NextToken": "n2",
-        "NumResults": 1}, {"HITId": "HIT0", "MaxResults": 100})
-    stub.add_response("list_assignments_for_hit", {
-        "Assignments": [{**remote, "AssignmentId": "ASG2", "AssignmentStatus": "Rejected",
-                         "RequesterFeedback": "rejected on MTurk"},
-                        {**remote, "AssignmentId": "STRANGER", "AssignmentStatus": "Submitted"}],
-        "NumResults": 2}, {"HITId": "HIT0", "MaxResults": 100, "NextToken": "n2"})
+    stub.add_response(
+        "list_assignments_for_hit",
+        {
+            "Assignments": [{**remote, "AssignmentId": "ASG1", "AssignmentStatus": "Submitted"}],
+            "NextToken": "n2",
+            "NumResults": 1,
+        },
+        {"HITId": "HIT0", "MaxResults": 100},
+    )
+    stub.add_response(
+        "list_assignments_for_hit",
+        {
+            "Assignments": [
+                {
+                    **remote,
+                    "AssignmentId": "ASG2",
+                    "AssignmentStatus": "Rejected",
+                    "RequesterFeedback": "rejected on MTurk",
+                },
+                {**remote, "AssignmentId": "STRANGER", "AssignmentStatus": "Submitted"},
+            ],
+            "NumResults": 2,
+        },
+        {"HITId": "HIT0", "MaxResults": 100, "NextToken": "n2"},
+    )
     stub.add_response("approve_assignment", {}, {"AssignmentId": "ASG1"})
     for hit in ("HIT1", "HIT2"):
-        stub.add_response("list_assignments_for_hit", {"Assignments": [], "NumResults": 0},
-                          {"HITId": hit, "MaxResults": 100})
+        stub.add_response(
+            "list_assignments_for_hit",
+            {"Assignments": [], "NumResults": 0},
+            {"HITId": hit, "MaxResults": 100},
+        )
     result = services.batch_sync(batch=mturk_batch)
     assert (result.seen, result.pushed, result.updated, result.unknown) == (3, 1, 1, ["STRANGER"])
     theirs_rejected.refresh_from_db()
-    assert (theirs_rejected.status, theirs_rejected.slot, theirs_rejected.feedback) == \
-           (Status.REJECTED, None, "rejected on MTurk")
+    assert (theirs_rejected.status, theirs_rejected.slot, theirs_rejected.feedback) == (
+        Status.REJECTED,
+        None,
+        "rejected on MTurk",
+    )
 
 
 def test_auto_rejected_gold_is_pushed_to_mturk_on_sync(make_batch, units, stub: Stubber) -> None:
-    batch = make_batch(provider=Provider.MTURK, publish=False, units=units[:1], auto_reject_failed_gold=True,
-                       gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))})
+    batch = make_batch(
+        provider=Provider.MTURK,
+        publish=False,
+        units=units[:1],
+        auto_reject_failed_gold=True,
+        gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))},
+    )
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
     stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
     services.batch_publish(batch=batch)
     assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots")
     assignment.refresh_from_db()
     assert assignment.status == Status.REJECTED
-    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    stub.add_response("list_assignments_for_hit", {"Assignments": [{
-        "AssignmentId": "ASG1", "HITId": "HIT0", "WorkerId": "WKR1", "AssignmentStatus": "Submitted",
-        "AcceptTime": when, "SubmitTime": when}]})
-    stub.add_response("reject_assignment", {}, {"AssignmentId": "ASG1",
-                                                "RequesterFeedback": services.AUTO_REJECT_FEEDBACK})
-    stub.add_client_error("create_additional_assignments_for_hit", "RequestError", "HIT expired")  # logged only
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    stub.add_response(
+        "list_assignments_for_hit",
+        {
+            "Assignments": [
+                {
+                    "AssignmentId": "ASG1",
+                    "HITId": "HIT0",
+                    "WorkerId": "WKR1",
+                    "AssignmentStatus": "Submitted",
+                    "AcceptTime": when,
+                    "SubmitTime": when,
+                }
+            ]
+        },
+    )
+    stub.add_response(
+        "reject_assignment", {}, {"AssignmentId": "ASG1", "RequesterFeedback": services.AUTO_REJECT_FEEDBACK}
+    )
+    stub.add_client_error(
+        "create_additional_assignments_for_hit", "RequestError", "HIT expired"
+    )  # logged only
     assert services.batch_sync(batch=batch).pushed == 1
 
 
@@ -261,25 +385,39 @@ def test_client_is_the_sandbox_unless_configured(settings) -> None:
 
 
 def test_failing_gold_blocks_the_worker_on_mturk(make_batch, units, stub: Stubber) -> None:
-    batch = make_batch(provider=Provider.MTURK, publish=False, units=units[:1], block_below_accuracy=0.5,
-                       block_min_gold=1, gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))})
+    batch = make_batch(
+        provider=Provider.MTURK,
+        publish=False,
+        units=units[:1],
+        block_below_accuracy=0.5,
+        block_min_gold=1,
+        gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))},
+    )
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
     stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
     services.batch_publish(batch=batch)
     stub.add_response("create_worker_block", {}, {"WorkerId": "WKR1", "Reason": ANY})
     assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots")
-    worker = Worker.objects.get(external_id="WKR1")
+    worker = CrowdWorker.objects.get(external_id="WKR1")
     assert worker.blocked and "0%" in worker.blocked_reason
     assert Annotation.objects.filter(assignment=assignment).exists()
 
 
-def test_block_failing_at_mturk_still_blocks_here_and_keeps_the_answer(make_batch, units, stub: Stubber) -> None:
-    batch = make_batch(provider=Provider.MTURK, publish=False, units=units[:1], block_below_accuracy=0.5,
-                       block_min_gold=1, gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))})
+def test_block_failing_at_mturk_still_blocks_here_and_keeps_the_answer(
+    make_batch, units, stub: Stubber
+) -> None:
+    batch = make_batch(
+        provider=Provider.MTURK,
+        publish=False,
+        units=units[:1],
+        block_below_accuracy=0.5,
+        block_min_gold=1,
+        gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))},
+    )
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
     stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
     services.batch_publish(batch=batch)
     stub.add_client_error("create_worker_block", "ServiceFault", "try later")
     assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots")
-    assert Worker.objects.get(external_id="WKR1").blocked
+    assert CrowdWorker.objects.get(external_id="WKR1").blocked
     assert Annotation.objects.filter(assignment=assignment).exists()

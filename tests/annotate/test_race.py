@@ -1,4 +1,5 @@
 """Two workers racing for the last open slot get exactly one assignment between them (PostgreSQL)."""
+
 from __future__ import annotations
 
 import threading
@@ -10,8 +11,10 @@ from annotate import services
 from annotate.errors import TaskFull
 from annotate.models import Assignment, Batch
 
-pytestmark = pytest.mark.skipif(connection.vendor != "postgresql",
-                                reason="row locks under real concurrency need PostgreSQL (CI sets DATABASE_URL)")
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="row locks under real concurrency need PostgreSQL (CI sets DATABASE_URL)",
+)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -19,8 +22,12 @@ pytestmark = pytest.mark.skipif(connection.vendor != "postgresql",
 def test_two_workers_race_for_the_last_slot(make_batch, round_: int) -> None:
     batch: Batch = make_batch(assignments_per_task=2)
     task = batch.tasks.first()
-    services.assignment_accept(task=task, worker=services.worker_get_or_create(provider="local", external_id="first"))
-    racers = [services.worker_get_or_create(provider="local", external_id=f"racer{i}") for i in range(2)]
+    services.assignment_accept(
+        task=task, worker=services.crowd_worker_get_or_create(provider="local", external_id="first")
+    )
+    racers = [
+        services.crowd_worker_get_or_create(provider="local", external_id=f"racer{i}") for i in range(2)
+    ]
     barrier = threading.Barrier(len(racers))
     outcomes: list[str] = []
 

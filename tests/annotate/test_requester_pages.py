@@ -1,4 +1,5 @@
 """Requester pages: staff only, dashboard, batch creation, life cycle, review, blocking, export."""
+
 from __future__ import annotations
 
 import csv
@@ -9,13 +10,13 @@ import pytest
 from django.test import Client
 
 from annotate import services
-from annotate.models import Assignment, Batch, Provider, Worker
+from annotate.models import Assignment, Batch, CrowdWorker, Provider
 
 Status = Assignment.Status
 
 
 def _submitted(batch: Batch, worker_id: str, words: str = "red", position: int = 0) -> Assignment:
-    worker = services.worker_get_or_create(provider=Provider.LOCAL, external_id=worker_id)
+    worker = services.crowd_worker_get_or_create(provider=Provider.LOCAL, external_id=worker_id)
     assignment = services.assignment_accept(task=batch.tasks.get(position=position), worker=worker)
     services.annotation_submit(assignment=assignment, words=words, category="color", rejected_ranks=[0, 3])
     return assignment
@@ -52,31 +53,63 @@ def test_dashboard_lists_runs_and_batches_with_progress(batch: Batch, staff_clie
 
 
 def test_create_batch_from_a_list_with_gold(staff_client: Client, units) -> None:
-    response = staff_client.post("/batches/new/", {
-        "title": "Layer 4", "instructions": "", "run": units[0].run.pk, "layer": "conv4", "selection": "list",
-        "unit_indices": "0, 2", "provider": "local", "assignments_per_task": 3, "images_per_task": 4,
-        "reward": "0.05", "assignment_minutes": 20, "lifetime_hours": 24,
-        "gold": "1; texture; stripes, striped", "block_below_percent": 50, "block_min_gold": 2})
+    response = staff_client.post(
+        "/batches/new/",
+        {
+            "title": "Layer 4",
+            "instructions": "",
+            "run": units[0].run.pk,
+            "layer": "conv4",
+            "selection": "list",
+            "unit_indices": "0, 2",
+            "provider": "local",
+            "assignments_per_task": 3,
+            "images_per_task": 4,
+            "reward": "0.05",
+            "assignment_minutes": 20,
+            "lifetime_hours": 24,
+            "gold": "1; texture; stripes, striped",
+            "block_below_percent": 50,
+            "block_min_gold": 2,
+        },
+    )
     assert response.status_code == 302, response.content.decode()
     batch = Batch.objects.get(title="Layer 4")
     assert batch.state == Batch.State.DRAFT and batch.block_below_accuracy == 0.5
-    assert list(batch.tasks.values_list("unit__index", "is_gold", "gold_words")) == [
-        (0, False, []), (2, False, []), (1, True, ["stripes", "striped"])]
+    assert list(batch.tasks.values_list("unit__channel", "is_gold", "gold_words")) == [
+        (0, False, []),
+        (2, False, []),
+        (1, True, ["stripes", "striped"]),
+    ]
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"layer": "conv9"}, "no units in layer &#x27;conv9&#x27;"),
-    ({"selection": "list", "unit_indices": "0, 7"}, "has no unit 7"),
-    ({"selection": "list", "unit_indices": "zero"}, "is not an index"),
-    ({"selection": "sample", "sample_size": 9}, "between 1 and 3"),
-    ({"gold": "0; animal; cat"}, "Gold units, line 1: category"),
-    ({"gold": "0; color"}, "Gold units, line 1: expected"),
-    ({"provider": "prolific"}, "completion code"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"layer": "conv9"}, "no units in layer &#x27;conv9&#x27;"),
+        ({"selection": "list", "unit_indices": "0, 7"}, "has no unit 7"),
+        ({"selection": "list", "unit_indices": "zero"}, "is not an index"),
+        ({"selection": "sample", "sample_size": 9}, "between 1 and 3"),
+        ({"gold": "0; animal; cat"}, "Gold units, line 1: category"),
+        ({"gold": "0; color"}, "Gold units, line 1: expected"),
+        ({"provider": "prolific"}, "completion code"),
+    ],
+)
 def test_create_batch_errors_keep_input(staff_client: Client, units, changes, message) -> None:
-    data = {"title": "Keep me", "run": units[0].run.pk, "layer": "conv4", "selection": "all",
-            "provider": "local", "assignments_per_task": 3, "images_per_task": 4, "reward": "0.05",
-            "assignment_minutes": 20, "lifetime_hours": 24, "block_min_gold": 2, **changes}
+    data = {
+        "title": "Keep me",
+        "run": units[0].run.pk,
+        "layer": "conv4",
+        "selection": "all",
+        "provider": "local",
+        "assignments_per_task": 3,
+        "images_per_task": 4,
+        "reward": "0.05",
+        "assignment_minutes": 20,
+        "lifetime_hours": 24,
+        "block_min_gold": 2,
+        **changes,
+    }
     response = staff_client.post("/batches/new/", data)
     assert response.status_code == 400
     assert message in response.content.decode() and b'value="Keep me"' in response.content
@@ -84,20 +117,40 @@ def test_create_batch_errors_keep_input(staff_client: Client, units, changes, me
 
 
 def test_random_sample_and_interpretable_selection(staff_client: Client, units) -> None:
-    base = {"run": units[0].run.pk, "layer": "conv4", "provider": "local", "assignments_per_task": 1,
-            "images_per_task": 4, "reward": "0", "assignment_minutes": 5, "lifetime_hours": 1, "block_min_gold": 2}
-    assert staff_client.post("/batches/new/", {**base, "title": "s", "selection": "sample",
-                                               "sample_size": 2}).status_code == 302
-    assert staff_client.post("/batches/new/", {**base, "title": "i", "selection": "interpretable"}).status_code == 302
+    base = {
+        "run": units[0].run.pk,
+        "layer": "conv4",
+        "provider": "local",
+        "assignments_per_task": 1,
+        "images_per_task": 4,
+        "reward": "0",
+        "assignment_minutes": 5,
+        "lifetime_hours": 1,
+        "block_min_gold": 2,
+    }
+    assert (
+        staff_client.post(
+            "/batches/new/", {**base, "title": "s", "selection": "sample", "sample_size": 2}
+        ).status_code
+        == 302
+    )
+    assert (
+        staff_client.post("/batches/new/", {**base, "title": "i", "selection": "interpretable"}).status_code
+        == 302
+    )
     assert Batch.objects.get(title="s").tasks.count() == 2
-    assert sorted(Batch.objects.get(title="i").tasks.values_list("unit__index", flat=True)) == [0, 2]
+    assert sorted(Batch.objects.get(title="i").tasks.values_list("unit__channel", flat=True)) == [0, 2]
 
 
 def test_publish_pause_cancel_from_the_page(make_batch, staff_client: Client) -> None:
     batch = make_batch(publish=False)
     url = f"/batches/{batch.public_id}"
-    for action, state in (("publish", "published"), ("pause", "paused"), ("publish", "published"),
-                          ("cancel", "cancelled")):
+    for action, state in (
+        ("publish", "published"),
+        ("pause", "paused"),
+        ("publish", "published"),
+        ("cancel", "cancelled"),
+    ):
         assert staff_client.post(f"{url}/{action}/").status_code == 302
         batch.refresh_from_db()
         assert batch.state == state
@@ -120,7 +173,9 @@ def test_review_shows_answers_and_approves_and_rejects_many(gold_batch: Batch, s
     url = f"/batches/{gold_batch.public_id}/review/"
     missing = staff_client.post(url, {"action": "reject", "assignments": [str(a.public_id)], "feedback": ""})
     assert missing.status_code == 400 and b"Rejecting needs feedback" in missing.content
-    staff_client.post(url, {"action": "reject", "assignments": [str(a.public_id)], "feedback": "Script, really?"})
+    staff_client.post(
+        url, {"action": "reject", "assignments": [str(a.public_id)], "feedback": "Script, really?"}
+    )
     staff_client.post(url, {"action": "approve", "assignments": [str(b.public_id)], "feedback": ""})
     a.refresh_from_db()
     b.refresh_from_db()
@@ -130,8 +185,9 @@ def test_review_shows_answers_and_approves_and_rejects_many(gold_batch: Batch, s
 def test_review_cannot_touch_another_batch(make_batch, batch: Batch, staff_client: Client, units) -> None:
     other = make_batch(title="other")
     foreign = _submitted(other, "alice")
-    response = staff_client.post(f"/batches/{batch.public_id}/review/",
-                                 {"action": "approve", "assignments": [str(foreign.public_id)]})
+    response = staff_client.post(
+        f"/batches/{batch.public_id}/review/", {"action": "approve", "assignments": [str(foreign.public_id)]}
+    )
     assert response.status_code == 400
     foreign.refresh_from_db()
     assert foreign.status == Status.SUBMITTED
@@ -139,7 +195,7 @@ def test_review_cannot_touch_another_batch(make_batch, batch: Batch, staff_clien
 
 def test_block_worker_from_review(batch: Batch, staff_client: Client) -> None:
     _submitted(batch, "alice")
-    worker = Worker.objects.get(external_id="alice")
+    worker = CrowdWorker.objects.get(external_id="alice")
     url = f"/batches/{batch.public_id}/workers/{worker.public_id}/block/"
     staff_client.post(url, {"reason": ""})
     worker.refresh_from_db()
@@ -161,12 +217,19 @@ def test_export_csv_and_json_one_row_per_assignment(gold_batch: Batch, staff_cli
     a = _submitted(gold_batch, "alice", words="=HYPERLINK(1)")
     _submitted(gold_batch, "bob", words="red ball", position=1)
     services.assignment_approve(assignment=a)
-    services.assignment_accept(task=gold_batch.tasks.get(position=2),  # accepted, not answered: no row
-                               worker=services.worker_get_or_create(provider="local", external_id="carol"))
-    rows = list(csv.DictReader(io.StringIO(
-        staff_client.get(f"/batches/{gold_batch.public_id}/export.csv").content.decode())))
+    services.assignment_accept(
+        task=gold_batch.tasks.get(position=2),  # accepted, not answered: no row
+        worker=services.crowd_worker_get_or_create(provider="local", external_id="carol"),
+    )
+    rows = list(
+        csv.DictReader(
+            io.StringIO(staff_client.get(f"/batches/{gold_batch.public_id}/export.csv").content.decode())
+        )
+    )
     assert [(r["worker"], r["layer"], r["unit_index"], r["status"]) for r in rows] == [
-        ("alice", "conv4", "0", "approved"), ("bob", "conv4", "1", "submitted")]
+        ("alice", "conv4", "0", "approved"),
+        ("bob", "conv4", "1", "submitted"),
+    ]
     assert rows[0]["words"] == "'=HYPERLINK(1)"  # spreadsheet formulas neutralised
     assert (rows[0]["category"], rows[0]["rejected_ranks"], rows[0]["precision"]) == ("color", "0 3", "0.5")
     assert rows[0]["unit_id"] == str(gold_batch.tasks.get(position=0).unit_id)
@@ -180,15 +243,18 @@ def test_export_csv_and_json_one_row_per_assignment(gold_batch: Batch, staff_cli
 def test_admin_lists_every_model(staff_client: Client, django_user_model, batch: Batch) -> None:
     admin = Client()
     admin.force_login(django_user_model.objects.create_superuser("root", password="x-pw-1234567"))
-    for model in ("probeset", "network", "dissectionrun", "unit", "unitimage", "batch", "task", "worker",
-                  "assignment", "annotation"):
-        assert admin.get(f"/admin/annotate/{model}/").status_code == 200, model
+    from django.contrib.admin import site
+
+    ours = [model._meta for model in site._registry if model._meta.app_label in ("annotate", "runs")]
+    assert {meta.model_name for meta in ours} >= {"batch", "crowdworker", "unit", "dissectionrun", "shard"}
+    for meta in ours:
+        assert admin.get(f"/admin/{meta.app_label}/{meta.model_name}/").status_code == 200, meta.label
 
 
 def test_review_pages_through_units(make_batch, make_unit, staff_client: Client, monkeypatch) -> None:
-    from annotate import views
+    from annotate import selectors
 
-    monkeypatch.setattr(views, "REVIEW_PAGE_SIZE", 2)
+    monkeypatch.setattr(selectors, "REVIEW_PAGE_SIZE", 2)
     batch = make_batch(units=[make_unit(10 + i, images=1) for i in range(3)])
     first = staff_client.get(f"/batches/{batch.public_id}/review/").content.decode()
     second = staff_client.get(f"/batches/{batch.public_id}/review/?page=2").content.decode()

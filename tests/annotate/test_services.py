@@ -1,4 +1,5 @@
 """Services: slots, expiry, submission rules, gold, review and batch life cycle."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -8,17 +9,26 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agreement.gold import gold_matches
 from annotate import selectors, services
-from annotate.errors import (AlreadyDone, AssignmentClosed, AssignmentExpired, BatchClosed, InvalidAnswer,
-                             ReviewError, TaskFull, WorkerBlocked, WrongProvider)
-from annotate.gold import gold_matches
-from annotate.models import Annotation, Assignment, Batch, Provider, Worker
+from annotate.errors import (
+    AlreadyDone,
+    AssignmentClosed,
+    AssignmentExpired,
+    BatchClosed,
+    InvalidAnswer,
+    ReviewError,
+    TaskFull,
+    WorkerBlocked,
+    WrongProvider,
+)
+from annotate.models import Annotation, Assignment, Batch, CrowdWorker, Provider
 
 Status = Assignment.Status
 
 
-def _worker(name: str) -> Worker:
-    return services.worker_get_or_create(provider=Provider.LOCAL, external_id=name)
+def _worker(name: str) -> CrowdWorker:
+    return services.crowd_worker_get_or_create(provider=Provider.LOCAL, external_id=name)
 
 
 def _submit(assignment: Assignment, **kwargs: object) -> services.SubmitOutcome:
@@ -36,7 +46,7 @@ def test_slots_are_handed_out_up_to_the_batch_limit(batch: Batch) -> None:
     assert task.assignments.count() == 2
 
 
-def test_accepting_twice_returns_the_same_assignment(batch: Batch, worker: Worker) -> None:
+def test_accepting_twice_returns_the_same_assignment(batch: Batch, worker: CrowdWorker) -> None:
     task = batch.tasks.first()
     first = services.assignment_accept(task=task, worker=worker)
     assert services.assignment_accept(task=task, worker=worker).pk == first.pk
@@ -47,17 +57,23 @@ def test_database_refuses_two_live_assignments_in_one_slot(batch: Batch) -> None
     task = batch.tasks.first()
     a = services.assignment_accept(task=task, worker=_worker("a"))
     with pytest.raises(IntegrityError), transaction.atomic():
-        Assignment.objects.create(task=task, worker=_worker("b"), slot=a.slot, accepted_at=timezone.now(),
-                                  deadline=timezone.now())
+        Assignment.objects.create(
+            task=task, worker=_worker("b"), slot=a.slot, accepted_at=timezone.now(), deadline=timezone.now()
+        )
 
 
-def test_database_refuses_a_live_assignment_without_slot(batch: Batch, worker: Worker) -> None:
+def test_database_refuses_a_live_assignment_without_slot(batch: Batch, worker: CrowdWorker) -> None:
     with pytest.raises(IntegrityError), transaction.atomic():
-        Assignment.objects.create(task=batch.tasks.first(), worker=worker, slot=None,
-                                  accepted_at=timezone.now(), deadline=timezone.now())
+        Assignment.objects.create(
+            task=batch.tasks.first(),
+            worker=worker,
+            slot=None,
+            accepted_at=timezone.now(),
+            deadline=timezone.now(),
+        )
 
 
-def test_database_refuses_a_second_annotation(batch: Batch, worker: Worker) -> None:
+def test_database_refuses_a_second_annotation(batch: Batch, worker: CrowdWorker) -> None:
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker)
     _submit(assignment)
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -75,7 +91,7 @@ def test_expired_assignment_frees_its_slot(batch: Batch) -> None:
     assert (late.status, late.slot) == (Status.EXPIRED, None)
 
 
-def test_expiry_service_counts_and_frees(batch: Batch, worker: Worker) -> None:
+def test_expiry_service_counts_and_frees(batch: Batch, worker: CrowdWorker) -> None:
     past = timezone.now() - timedelta(hours=1)
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker, now=past)
     assert services.assignment_expire_overdue() == 1
@@ -84,9 +100,10 @@ def test_expiry_service_counts_and_frees(batch: Batch, worker: Worker) -> None:
     assert (assignment.status, assignment.slot) == (Status.EXPIRED, None)
 
 
-def test_submit_after_deadline_stores_nothing(batch: Batch, worker: Worker) -> None:
-    assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker,
-                                            now=timezone.now() - timedelta(hours=1))
+def test_submit_after_deadline_stores_nothing(batch: Batch, worker: CrowdWorker) -> None:
+    assignment = services.assignment_accept(
+        task=batch.tasks.first(), worker=worker, now=timezone.now() - timedelta(hours=1)
+    )
     with pytest.raises(AssignmentExpired):
         _submit(assignment)
     assert not Annotation.objects.exists()
@@ -94,7 +111,7 @@ def test_submit_after_deadline_stores_nothing(batch: Batch, worker: Worker) -> N
     assert assignment.status == Status.EXPIRED
 
 
-def test_expired_worker_may_take_the_task_again(batch: Batch, worker: Worker) -> None:
+def test_expired_worker_may_take_the_task_again(batch: Batch, worker: CrowdWorker) -> None:
     task = batch.tasks.first()
     old = services.assignment_accept(task=task, worker=worker, now=timezone.now() - timedelta(hours=1))
     services.assignment_expire_overdue()
@@ -102,10 +119,12 @@ def test_expired_worker_may_take_the_task_again(batch: Batch, worker: Worker) ->
     assert again.pk == old.pk and again.status == Status.ACCEPTED and again.slot is not None
 
 
-def test_submit_stores_answer_precision_and_time(batch: Batch, worker: Worker) -> None:
+def test_submit_stores_answer_precision_and_time(batch: Batch, worker: CrowdWorker) -> None:
     start = timezone.now()
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker, now=start)
-    outcome = _submit(assignment, words="  red   car ", rejected_ranks=[3, 1, 1], now=start + timedelta(seconds=7))
+    outcome = _submit(
+        assignment, words="  red   car ", rejected_ranks=[3, 1, 1], now=start + timedelta(seconds=7)
+    )
     a = outcome.annotation
     assert (a.words, a.category, a.rejected_ranks, a.shown_count) == ("red car", "color", [1, 3], 4)
     assert a.precision == pytest.approx((4 - 2) / 4)
@@ -114,7 +133,7 @@ def test_submit_stores_answer_precision_and_time(batch: Batch, worker: Worker) -
     assert assignment.status == Status.SUBMITTED and assignment.submitted_at == start + timedelta(seconds=7)
 
 
-def test_double_submit_stores_one_annotation(batch: Batch, worker: Worker) -> None:
+def test_double_submit_stores_one_annotation(batch: Batch, worker: CrowdWorker) -> None:
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker)
     first = _submit(assignment)
     replay = _submit(assignment, words="something else")
@@ -122,14 +141,17 @@ def test_double_submit_stores_one_annotation(batch: Batch, worker: Worker) -> No
     assert Annotation.objects.get().words == "red"
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"words": "   "}, "Words"),
-    ({"words": "x" * 41}, "at most 40"),
-    ({"category": "animal"}, "Category"),
-    ({"rejected_ranks": [4]}, "rank 4"),
-    ({"rejected_ranks": [-1]}, "rank -1"),
-])
-def test_invalid_answers_store_nothing(batch: Batch, worker: Worker, kwargs: dict, message: str) -> None:
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"words": "   "}, "Words"),
+        ({"words": "x" * 41}, "at most 40"),
+        ({"category": "animal"}, "Category"),
+        ({"rejected_ranks": [4]}, "rank 4"),
+        ({"rejected_ranks": [-1]}, "rank -1"),
+    ],
+)
+def test_invalid_answers_store_nothing(batch: Batch, worker: CrowdWorker, kwargs: dict, message: str) -> None:
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker)
     with pytest.raises(InvalidAnswer, match=message):
         _submit(assignment, **kwargs)
@@ -138,7 +160,7 @@ def test_invalid_answers_store_nothing(batch: Batch, worker: Worker, kwargs: dic
     assert assignment.status == Status.ACCEPTED
 
 
-def test_returned_assignment_cannot_be_submitted(batch: Batch, worker: Worker) -> None:
+def test_returned_assignment_cannot_be_submitted(batch: Batch, worker: CrowdWorker) -> None:
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker)
     services.assignment_return(assignment=assignment)
     with pytest.raises(AssignmentClosed):
@@ -147,7 +169,7 @@ def test_returned_assignment_cannot_be_submitted(batch: Batch, worker: Worker) -
     assert assignment.slot is None
 
 
-def test_closed_batch_refuses_work(batch: Batch, worker: Worker) -> None:
+def test_closed_batch_refuses_work(batch: Batch, worker: CrowdWorker) -> None:
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker)
     services.batch_cancel(batch=batch)
     with pytest.raises(BatchClosed):
@@ -158,7 +180,7 @@ def test_closed_batch_refuses_work(batch: Batch, worker: Worker) -> None:
         _submit(assignment)
 
 
-def test_paused_batch_takes_submissions_but_no_new_work(batch: Batch, worker: Worker) -> None:
+def test_paused_batch_takes_submissions_but_no_new_work(batch: Batch, worker: CrowdWorker) -> None:
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker)
     services.batch_pause(batch=batch)
     with pytest.raises(BatchClosed):
@@ -168,9 +190,9 @@ def test_paused_batch_takes_submissions_but_no_new_work(batch: Batch, worker: Wo
     assert services.assignment_accept(task=batch.tasks.last(), worker=worker).status == Status.ACCEPTED
 
 
-def test_blocked_worker_cannot_accept_or_submit(batch: Batch, worker: Worker) -> None:
+def test_blocked_worker_cannot_accept_or_submit(batch: Batch, worker: CrowdWorker) -> None:
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker)
-    services.worker_block(worker=worker, reason="spam")
+    services.crowd_worker_block(worker=worker, reason="spam")
     with pytest.raises(WorkerBlocked):
         services.assignment_accept(task=batch.tasks.last(), worker=worker)
     assignment.refresh_from_db()
@@ -179,8 +201,9 @@ def test_blocked_worker_cannot_accept_or_submit(batch: Batch, worker: Worker) ->
 
 def test_open_tasks_skip_done_and_full_tasks(batch: Batch) -> None:
     alice, bob, carol = _worker("alice"), _worker("bob"), _worker("carol")
-    first = services.assignment_accept(task=selectors.tasks_open_for_worker(batch=batch, worker=alice).first(),
-                                       worker=alice)
+    first = services.assignment_accept(
+        task=selectors.tasks_open_for_worker(batch=batch, worker=alice).first(), worker=alice
+    )
     _submit(first)
     assert selectors.tasks_open_for_worker(batch=batch, worker=alice).first().position == 1
     services.assignment_accept(task=batch.tasks.get(position=0), worker=bob)
@@ -191,7 +214,7 @@ def test_open_tasks_skip_done_and_full_tasks(batch: Batch) -> None:
 
 
 def test_worker_of_another_provider_is_refused(batch: Batch) -> None:
-    outsider = services.worker_get_or_create(provider=Provider.PROLIFIC, external_id="pid")
+    outsider = services.crowd_worker_get_or_create(provider=Provider.PROLIFIC, external_id="pid")
     with pytest.raises(WrongProvider):
         services.assignment_accept(task=batch.tasks.first(), worker=outsider)
 
@@ -205,7 +228,9 @@ def test_gold_matching_rule() -> None:
     assert not gold_matches(words="blue", category="color", **gold)
 
 
-def test_gold_updates_accuracy_and_stays_hidden_from_the_answer(gold_batch: Batch, worker: Worker) -> None:
+def test_gold_updates_accuracy_and_stays_hidden_from_the_answer(
+    gold_batch: Batch, worker: CrowdWorker
+) -> None:
     gold_task = gold_batch.tasks.get(is_gold=True)
     ok = services.assignment_accept(task=gold_task, worker=worker)
     _submit(ok, words="red", category="color")
@@ -220,9 +245,15 @@ def test_gold_updates_accuracy_and_stays_hidden_from_the_answer(gold_batch: Batc
 
 
 def test_failed_gold_auto_rejects_and_blocks_below_threshold(make_batch, units) -> None:
-    batch = make_batch(gold={units[0].pk: services.GoldAnswer("color", ("red",)),
-                             units[1].pk: services.GoldAnswer("texture", ("stripes",))},
-                       auto_reject_failed_gold=True, block_below_accuracy=0.6, block_min_gold=2)
+    batch = make_batch(
+        gold={
+            units[0].pk: services.GoldAnswer("color", ("red",)),
+            units[1].pk: services.GoldAnswer("texture", ("stripes",)),
+        },
+        auto_reject_failed_gold=True,
+        block_below_accuracy=0.6,
+        block_min_gold=2,
+    )
     worker = _worker("mallory")
     first = services.assignment_accept(task=batch.tasks.get(unit=units[0]), worker=worker)
     _submit(first, words="blue", category="color")
@@ -285,17 +316,25 @@ def test_batch_create_validates_gold_and_title(units) -> None:
     with pytest.raises(InvalidAnswer, match="Title"):
         services.batch_create(title=" ", units=units)
     with pytest.raises(InvalidAnswer, match="category"):
-        services.batch_create(title="t", units=units, gold={units[0].pk: services.GoldAnswer("animal", ("x",))})
+        services.batch_create(
+            title="t", units=units, gold={units[0].pk: services.GoldAnswer("animal", ("x",))}
+        )
     with pytest.raises(InvalidAnswer, match="accepted word"):
-        services.batch_create(title="t", units=units, gold={units[0].pk: services.GoldAnswer("color", (" ",))})
+        services.batch_create(
+            title="t", units=units, gold={units[0].pk: services.GoldAnswer("color", (" ",))}
+        )
     with pytest.raises(InvalidAnswer, match="empty"):
         services.batch_create(title="t", units=[])
 
 
 def test_gold_unit_outside_the_selection_is_added(units) -> None:
-    batch = services.batch_create(title="t", units=units[:1],
-                                  gold={units[2].pk: services.GoldAnswer("color", ("red",))})
-    assert list(batch.tasks.values_list("unit__index", "is_gold", "position")) == [(0, False, 0), (2, True, 1)]
+    batch = services.batch_create(
+        title="t", units=units[:1], gold={units[2].pk: services.GoldAnswer("color", ("red",))}
+    )
+    assert list(batch.tasks.values_list("unit__channel", "is_gold", "position")) == [
+        (0, False, 0),
+        (2, True, 1),
+    ]
 
 
 def test_publish_sets_expiry_and_prolific_needs_a_code(make_batch) -> None:
@@ -312,13 +351,15 @@ def test_publish_sets_expiry_and_prolific_needs_a_code(make_batch) -> None:
         services.batch_publish(batch=batch)
 
 
-def test_batch_past_its_lifetime_takes_no_new_work(make_batch, worker: Worker) -> None:
+def test_batch_past_its_lifetime_takes_no_new_work(make_batch, worker: CrowdWorker) -> None:
     batch = make_batch(lifetime=timedelta(hours=1))
     with pytest.raises(BatchClosed, match="expired"):
-        services.assignment_accept(task=batch.tasks.first(), worker=worker, now=timezone.now() + timedelta(hours=2))
+        services.assignment_accept(
+            task=batch.tasks.first(), worker=worker, now=timezone.now() + timedelta(hours=2)
+        )
 
 
-def test_reload_while_paused_returns_the_workers_own_assignment(batch: Batch, worker: Worker) -> None:
+def test_reload_while_paused_returns_the_workers_own_assignment(batch: Batch, worker: CrowdWorker) -> None:
     task = batch.tasks.first()
     mine = services.assignment_accept(task=task, worker=worker)
     services.batch_pause(batch=batch)

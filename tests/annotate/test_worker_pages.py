@@ -1,4 +1,5 @@
 """Worker pages (local link and Prolific): preview, accept, answer, errors, IDOR, CSRF, XSS, hidden gold."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -8,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from annotate import services
-from annotate.models import Annotation, Assignment, Batch, Provider, Worker
+from annotate.models import Annotation, Assignment, Batch, CrowdWorker, Provider
 
 Status = Assignment.Status
 
@@ -40,14 +41,14 @@ def test_full_local_flow(batch: Batch, start_worker, answer) -> None:
 def test_start_without_id_gives_one(batch: Batch) -> None:
     client = Client()
     assert client.post(f"/w/{batch.public_id}/", {"worker_id": ""}).status_code == 302
-    assert Worker.objects.get().external_id.startswith("worker-")
+    assert CrowdWorker.objects.get().external_id.startswith("worker-")
 
 
 def test_start_rejects_bad_worker_id(batch: Batch) -> None:
     response = Client().post(f"/w/{batch.public_id}/", {"worker_id": "<bad id>"})
     assert response.status_code == 400 and b"letters, digits" in response.content
     assert b'value="&lt;bad id&gt;"' in response.content
-    assert not Worker.objects.exists()
+    assert not CrowdWorker.objects.exists()
 
 
 def test_preview_shows_images_with_submit_disabled(batch: Batch) -> None:
@@ -67,12 +68,19 @@ def test_reload_resumes_the_open_assignment(batch: Batch, start_worker) -> None:
     assert response.url == f"/w/a/{assignment.public_id}/"
 
 
-@pytest.mark.parametrize("data,status,message", [
-    ({"words": "", "category": "color"}, 400, "Words: write one or two words"),
-    ({"words": "x" * 41, "category": "color"}, 400, "at most 40 characters"),
-    ({"words": "red car", "category": "animal"}, 400, "Category: animal is not one of"),
-    ({"words": "red car", "category": "color", "rejected": ["9"]}, 400, "rank 9 is not one of the images"),
-])
+@pytest.mark.parametrize(
+    "data,status,message",
+    [
+        ({"words": "", "category": "color"}, 400, "Words: write one or two words"),
+        ({"words": "x" * 41, "category": "color"}, 400, "at most 40 characters"),
+        ({"words": "red car", "category": "animal"}, 400, "Category: animal is not one of"),
+        (
+            {"words": "red car", "category": "color", "rejected": ["9"]},
+            400,
+            "rank 9 is not one of the images",
+        ),
+    ],
+)
 def test_bad_answer_keeps_typed_input_and_stores_nothing(batch, start_worker, data, status, message) -> None:
     client = start_worker(batch, "alice")
     assignment = _take_task(client, batch)
@@ -102,7 +110,7 @@ def test_expired_assignment_is_a_410_and_keeps_input(batch: Batch, start_worker,
 def test_blocked_worker_gets_403(batch: Batch, start_worker, answer) -> None:
     client = start_worker(batch, "alice")
     assignment = _take_task(client, batch)
-    Worker.objects.filter(external_id="alice").update(blocked=True)
+    CrowdWorker.objects.filter(external_id="alice").update(blocked=True)
     response = client.post(f"/w/a/{assignment.public_id}/", answer())
     assert response.status_code == 403 and not Annotation.objects.exists()
     assert client.get(f"/w/{batch.public_id}/next/").status_code == 403
@@ -143,8 +151,8 @@ def test_another_workers_assignment_is_404(batch: Batch, start_worker, answer) -
 def test_csrf_is_enforced_on_worker_forms(batch: Batch, answer) -> None:
     client = Client(enforce_csrf_checks=True)
     assert client.post(f"/w/{batch.public_id}/", {"worker_id": "alice"}).status_code == 403
-    assert not Worker.objects.exists()
-    worker = services.worker_get_or_create(provider=Provider.LOCAL, external_id="alice")
+    assert not CrowdWorker.objects.exists()
+    worker = services.crowd_worker_get_or_create(provider=Provider.LOCAL, external_id="alice")
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker)
     session = client.session
     session["annotate_worker"] = str(worker.public_id)
@@ -153,14 +161,23 @@ def test_csrf_is_enforced_on_worker_forms(batch: Batch, answer) -> None:
     assert not Annotation.objects.exists()
     page = client.get(f"/w/a/{assignment.public_id}/")
     token = page.cookies["csrftoken"].value
-    assert client.post(f"/w/a/{assignment.public_id}/", {**answer(), "csrfmiddlewaretoken": token}).status_code == 302
+    assert (
+        client.post(f"/w/a/{assignment.public_id}/", {**answer(), "csrfmiddlewaretoken": token}).status_code
+        == 302
+    )
 
 
 def test_instructions_are_escaped(make_batch, start_worker) -> None:
-    batch = make_batch(instructions='<script>alert("x")</script> look <b>here</b>', title="<img src=x onerror=1>")
+    batch = make_batch(
+        instructions='<script>alert("x")</script> look <b>here</b>', title="<img src=x onerror=1>"
+    )
     client = start_worker(batch, "alice")
     assignment = _take_task(client, batch)
-    for url in (f"/w/{batch.public_id}/", f"/w/task/{assignment.task.public_id}/", f"/w/a/{assignment.public_id}/"):
+    for url in (
+        f"/w/{batch.public_id}/",
+        f"/w/task/{assignment.task.public_id}/",
+        f"/w/a/{assignment.public_id}/",
+    ):
         page = client.get(url).content.decode()
         assert "<script>alert" not in page and "<img src=x" not in page
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
@@ -195,7 +212,9 @@ def test_worker_can_return_a_task(batch: Batch, start_worker) -> None:
 def test_taking_a_full_task_says_so(batch: Batch, start_worker) -> None:
     task = batch.tasks.first()
     for name in ("a", "b"):
-        services.assignment_accept(task=task, worker=services.worker_get_or_create(provider="local", external_id=name))
+        services.assignment_accept(
+            task=task, worker=services.crowd_worker_get_or_create(provider="local", external_id=name)
+        )
     client = start_worker(batch, "carol")
     response = client.post(f"/w/task/{task.public_id}/")
     assert response.status_code == 409 and b"All places on this task are taken" in response.content

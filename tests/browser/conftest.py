@@ -9,6 +9,7 @@ screenshot under the git-ignored `screenshots/` folder (the README's images are 
 Chromium is started once for this package (the folder has an __init__.py for that): Playwright's sync API
 keeps an asyncio loop running in the test thread, so it must stop before the rest of the session runs.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,15 +23,29 @@ from typing import Any
 
 import pytest
 from django.test import override_settings
-from playwright.sync_api import (Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect,
-                                 sync_playwright)
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from annotate import services
-from annotate.models import Batch, DissectionRun, Unit
+from annotate.models import Batch
+from runs.models import DissectionRun, Unit
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-gpu", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-gpu",
+    "--no-first-run",
+]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 VIEWPORT = {"width": 1100, "height": 800}
 # Generous: two shared cores may be busy with the rest of the suite; a passing step never waits this long.
@@ -86,8 +101,9 @@ def _plain_http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     """The live server builds its middleware once, when it starts: it must start speaking plain HTTP (the
     root conftest's per-test overrides come too late for SecurityMiddleware's redirect and HSTS, and for
     WhiteNoise's static folder)."""
-    with override_settings(SECURE_SSL_REDIRECT=False, SECURE_HSTS_SECONDS=0,
-                           STATIC_ROOT=tmp_path_factory.mktemp("static")):
+    with override_settings(
+        SECURE_SSL_REDIRECT=False, SECURE_HSTS_SECONDS=0, STATIC_ROOT=tmp_path_factory.mktemp("static")
+    ):
         yield
 
 
@@ -153,11 +169,14 @@ class Tabs:
         for context in self.contexts:
             context.close()
         problems = []
-        for page, log in self.logs.values():
+        for _page, log in self.logs.values():
             problems += log.errors
             for url in log.visited if test_passed else []:
-                if url != "about:blank" and url not in log.checked and not any(
-                        pattern.search(url) for pattern in log.unchecked_ok):
+                if (
+                    url != "about:blank"
+                    and url not in log.checked
+                    and not any(pattern.search(url) for pattern in log.unchecked_ok)
+                ):
                     problems.append(f"page opened but never checked with check_page: {url}")
         return problems
 
@@ -192,6 +211,7 @@ def page(tabs: Tabs) -> Page:
 def check_page(tabs: Tabs) -> Callable[[Page, str], None]:
     """check_page(page, name): audit the page now shown (alt text, labels, no broken image) and save
     `screenshots/<name>.png`."""
+
     def check(page: Page, name: str) -> None:
         page.wait_for_load_state("load")
         problems = page.evaluate(_AUDIT_JS)
@@ -199,6 +219,7 @@ def check_page(tabs: Tabs) -> Callable[[Page, str], None]:
         SCREENSHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
         tabs.log(page).checked.add(page.url)
+
     return check
 
 
@@ -206,13 +227,17 @@ def check_page(tabs: Tabs) -> Callable[[Page, str], None]:
 def expect_http_error(tabs: Tabs) -> Callable[[Page, int], None]:
     """expect_http_error(page, status): the next page answers `status` on purpose (a 4xx with the form
     shown again), so Chromium's one 'Failed to load resource' line for it is not an error (once)."""
+
     def allow(page: Page, status: int) -> None:
         tabs.log(page).allowed_errors.append(
-            re.compile(rf"Failed to load resource: the server responded with a status of {status} "))
+            re.compile(rf"Failed to load resource: the server responded with a status of {status} ")
+        )
+
     return allow
 
 
 # --- test data, built with the app's services --------------------------------------------------------------
+
 
 @pytest.fixture(autouse=True)
 def _media_root(settings: Any, tmp_path: Path) -> None:
@@ -222,23 +247,25 @@ def _media_root(settings: Any, tmp_path: Path) -> None:
 @pytest.fixture
 def run(transactional_db: None) -> DissectionRun:
     """A run of six drawn units (conv4 #0..#5, 12 highlighted images each) imported with `units_import`."""
-    from annotate import demo
+    from runs.services import units_import
+    from tests.drawn_units import draw_unit_folders
 
     with tempfile.TemporaryDirectory() as folder:
-        demo.draw_unit_folders(Path(folder))
-        services.units_import(run_name="browser run", directory=Path(folder))
+        draw_unit_folders(Path(folder))
+        units_import(run_name="browser run", directory=Path(folder))
     return DissectionRun.objects.get(name="browser run")
 
 
 @pytest.fixture
 def units(run: DissectionRun) -> list[Unit]:
     """The first UNITS units of the run: a worker flow through every task stays short."""
-    return list(run.units.order_by("index")[:UNITS])
+    return list(run.units.order_by("channel")[:UNITS])
 
 
 @pytest.fixture
 def make_batch(units: list[Unit]) -> Callable[..., Batch]:
     """make_batch(publish=True, units=, **batch fields): a batch through `services.batch_create`."""
+
     def make(publish: bool = True, **fields: Any) -> Batch:
         fields.setdefault("assignments_per_task", 1)
         fields.setdefault("images_per_task", IMAGES_PER_UNIT)
@@ -250,6 +277,7 @@ def make_batch(units: list[Unit]) -> Callable[..., Batch]:
         if publish:
             services.batch_publish(batch=batch)
         return batch
+
     return make
 
 
@@ -262,6 +290,7 @@ def staff(django_user_model: Any, transactional_db: None) -> Any:
 def log_in(check_page: Callable[[Page, str], None], staff: Any) -> Callable[[Page], None]:
     """log_in(page): the requester logs in through the login form and lands on the dashboard (both
     pages checked)."""
+
     def do(page: Page) -> None:
         page.goto("/accounts/login/")
         check_page(page, "login")
@@ -270,5 +299,5 @@ def log_in(check_page: Callable[[Page, str], None], staff: Any) -> Callable[[Pag
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url("**/")
         check_page(page, "dashboard_after_login")
-    return do
 
+    return do

@@ -1,4 +1,5 @@
 """What a person does on our pages, in Playwright terms, shared by the browser tests."""
+
 from __future__ import annotations
 
 import re

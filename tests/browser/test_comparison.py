@@ -1,5 +1,6 @@
 """The comparison dashboard in Chromium: its plots, the aggregation switch, a table download, and the blind
 verification batch it creates, answered by a worker in another tab."""
+
 from __future__ import annotations
 
 import csv
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from annotate.models import Annotation, Batch, DissectionRun, Task
-from annotate.services.comparison import crowd_simulate
+from annotate.models import Annotation, Batch, Task
+from annotate.simulation import crowd_simulate
+from runs.models import DissectionRun
 from tests.browser.conftest import Tabs
 from tests.browser.pages import Check, tab_to
 
@@ -28,10 +30,17 @@ def expect_plots(page: Page, names: tuple[str, ...]) -> None:
 
 
 def test_comparison_dashboard_shows_its_plots_and_starts_blind_verification(
-        tabs: Tabs, page: Page, check_page: Check, log_in: Callable[[Page], None],
-        make_batch: Callable[..., Batch], run: DissectionRun, tmp_path: Path) -> None:
-    batch = make_batch(units=list(run.units.order_by("index")), assignments_per_task=3,
-                       title="Label every drawn unit")
+    tabs: Tabs,
+    page: Page,
+    check_page: Check,
+    log_in: Callable[[Page], None],
+    make_batch: Callable[..., Batch],
+    run: DissectionRun,
+    tmp_path: Path,
+) -> None:
+    batch = make_batch(
+        units=list(run.units.order_by("channel")), assignments_per_task=3, title="Label every drawn unit"
+    )
     crowd_simulate(batch=batch, workers=4, spammers=1, accuracy=0.8, seed=0)
 
     log_in(page)
@@ -89,7 +98,7 @@ def test_comparison_dashboard_shows_its_plots_and_starts_blind_verification(
 
     crowd_simulate(batch=verification, workers=3, spammers=0, accuracy=0.9, seed=1)
     page.goto(f"/batches/{batch.public_id}/comparison/")
-    expect_plots(page, PLOTS + ("verification",))
+    expect_plots(page, (*PLOTS, "verification"))
     expect(page.get_by_role("list", name="Blind verification")).to_contain_text("labels judged correct")
     check_page(page, "comparison")
 

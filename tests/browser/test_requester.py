@@ -1,5 +1,6 @@
 """The requester's side in Chromium: log in, create a batch from a run's units, publish, review and
 approve / reject the answers, and download the exports."""
+
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from annotate import services
-from annotate.models import Assignment, Batch, DissectionRun, Provider
+from annotate.models import Assignment, Batch, Provider
+from runs.models import DissectionRun
 from tests.browser.conftest import IMAGES_PER_UNIT
 from tests.browser.pages import Check
 
@@ -27,11 +29,12 @@ CROWD = {
 def crowd_answers(batch: Batch) -> None:
     """Two local workers answer every task (through the services a worker's page calls)."""
     for worker_id, answers in CROWD.items():
-        worker = services.worker_get_or_create(provider=Provider.LOCAL, external_id=worker_id)
+        worker = services.crowd_worker_get_or_create(provider=Provider.LOCAL, external_id=worker_id)
         for task, (words, category, ranks) in zip(batch.tasks.order_by("position"), answers, strict=True):
             assignment = services.assignment_accept(task=task, worker=worker)
-            services.annotation_submit(assignment=assignment, words=words, category=category,
-                                       rejected_ranks=ranks)
+            services.annotation_submit(
+                assignment=assignment, words=words, category=category, rejected_ranks=ranks
+            )
 
 
 def select(page: Page, worker_id: str, words: str) -> None:
@@ -40,8 +43,13 @@ def select(page: Page, worker_id: str, words: str) -> None:
 
 
 def test_requester_creates_publishes_reviews_and_exports_a_batch(
-        page: Page, check_page: Check, log_in: Callable[[Page], None],
-        expect_http_error: Callable[[Page, int], None], run: DissectionRun, tmp_path: Path) -> None:
+    page: Page,
+    check_page: Check,
+    log_in: Callable[[Page], None],
+    expect_http_error: Callable[[Page, int], None],
+    run: DissectionRun,
+    tmp_path: Path,
+) -> None:
     log_in(page)
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
 
@@ -60,7 +68,9 @@ def test_requester_creates_publishes_reviews_and_exports_a_batch(
     page.get_by_label("Unit indices", exact=True).fill("0-2, x")
     expect_http_error(page, 400)
     page.get_by_role("button", name="Create draft batch").click()
-    expect(page.get_by_role("alert")).to_contain_text("Unit indices: 'x' is not an index or a range like 7-9.")
+    expect(page.get_by_role("alert")).to_contain_text(
+        "Unit indices: 'x' is not an index or a range like 7-9."
+    )
     check_page(page, "batch_form_refused")
     expect(page.get_by_label("Title", exact=True)).to_have_value("Label conv4 of the drawn run")
     expect(page.get_by_label("Gold units", exact=True)).to_have_value("0; color; red, red circle")
@@ -81,7 +91,7 @@ def test_requester_creates_publishes_reviews_and_exports_a_batch(
     batch = Batch.objects.get(title="Label conv4 of the drawn run")
     assert batch.state == Batch.State.PUBLISHED and batch.assignments_per_task == 2
     assert page.locator("code.link").inner_text().endswith(f"/w/{batch.public_id}/")
-    assert [t.unit.index for t in batch.tasks.order_by("position")] == [0, 1, 2]
+    assert [t.unit.channel for t in batch.tasks.order_by("position")] == [0, 1, 2]
     crowd_answers(batch)
 
     page.get_by_role("link", name="Review answers").click()
@@ -102,11 +112,18 @@ def test_requester_creates_publishes_reviews_and_exports_a_batch(
     expect(page.get_by_role("status")).to_contain_text("Reject: 1 assignment(s).")
     check_page(page, "review")
 
-    statuses = {(a.worker.external_id, a.annotation.words): a.status
-                for a in Assignment.objects.filter(task__batch=batch).select_related("worker", "annotation")}
-    assert statuses == {("carol", "red circle"): "approved", ("carol", "stripes"): "approved",
-                        ("carol", "green"): "approved", ("dave", "blob"): "rejected",
-                        ("dave", "lines"): "submitted", ("dave", "triangle"): "submitted"}
+    statuses = {
+        (a.worker.external_id, a.annotation.words): a.status
+        for a in Assignment.objects.filter(task__batch=batch).select_related("worker", "annotation")
+    }
+    assert statuses == {
+        ("carol", "red circle"): "approved",
+        ("carol", "stripes"): "approved",
+        ("carol", "green"): "approved",
+        ("dave", "blob"): "rejected",
+        ("dave", "lines"): "submitted",
+        ("dave", "triangle"): "submitted",
+    }
 
     downloads = {}
     for fmt in ("CSV", "JSON"):
@@ -118,14 +135,23 @@ def test_requester_creates_publishes_reviews_and_exports_a_batch(
     with downloads["CSV"].open(newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert {(r["worker"], r["words"], r["status"], r["unit_index"]) for r in rows} == {
-        ("carol", "red circle", "approved", "0"), ("carol", "stripes", "approved", "1"),
-        ("carol", "green", "approved", "2"), ("dave", "blob", "rejected", "0"),
-        ("dave", "lines", "submitted", "1"), ("dave", "triangle", "submitted", "2")}
+        ("carol", "red circle", "approved", "0"),
+        ("carol", "stripes", "approved", "1"),
+        ("carol", "green", "approved", "2"),
+        ("dave", "blob", "rejected", "0"),
+        ("dave", "lines", "submitted", "1"),
+        ("dave", "triangle", "submitted", "2"),
+    }
     assert {r["gold_passed"] for r in rows if r["unit_index"] == "0"} == {"True", "False"}
     records = json.loads(downloads["JSON"].read_text())
     assert [(r["worker"], r["words"], r["rejected_ranks"]) for r in records if r["unit_index"] == 0] == [
-        ("carol", "red circle", [4]), ("dave", "blob", [0, 1, 2])]
-    assert next(r for r in records if r["words"] == "blob")["feedback"] == "The images show red circles, not a blob."
+        ("carol", "red circle", [4]),
+        ("dave", "blob", [0, 1, 2]),
+    ]
+    assert (
+        next(r for r in records if r["words"] == "blob")["feedback"]
+        == "The images show red circles, not a blob."
+    )
 
     page.get_by_role("link", name="Dashboard").click()
     row = page.get_by_role("row").filter(has_text="Label conv4 of the drawn run")

@@ -1,6 +1,7 @@
 """Dissection runs in Chromium: register the toy network and the synthetic probe set, launch a run, watch its
 progress update while its shards are worked, build its CAM gallery, then make and publish a batch from its
 units."""
+
 from __future__ import annotations
 
 import re
@@ -12,11 +13,12 @@ import pytest
 from django.db import connection
 from playwright.sync_api import Page, expect
 
-from annotate.models import Batch, DissectionRun, Shard
-from annotate.services import runs
+from annotate.models import Batch
+from runs import services as runs
+from runs.models import DissectionRun, Network, ProbeSet, Shard
+from runs.tasks import cam_gallery, dissect_shard, network_inspect, probe_set_inspect
 from tests.browser.conftest import Tabs
 from tests.browser.pages import Check
-from workers.tasks import cam_gallery, dissect_shard
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,17 +32,28 @@ def work_shard(run: DissectionRun) -> bool:
     run.refresh_from_db()
     if run.status not in runs.ACTIVE:
         return False
-    shard = (Shard.objects.filter(run=run).exclude(status=Shard.Status.DONE)
-             .order_by("phase", "layer", "index").first())
+    shard = (
+        Shard.objects.filter(run=run)
+        .exclude(status=Shard.Status.DONE)
+        .order_by("phase", "layer", "index")
+        .first()
+    )
     assert shard is not None, f"run {run.name} is {run.status} with no pending shard"
     dissect_shard.run(shard.pk)
     return True
 
 
 def test_launch_a_run_watch_its_progress_and_label_its_units(
-        tabs: Tabs, page: Page, check_page: Check, log_in: Callable[[Page], None],
-        expect_http_error: Callable[[Page, int], None], settings: Any, tmp_path: Path, toy_weights: Path,
-        probe_set_dir: Path) -> None:
+    tabs: Tabs,
+    page: Page,
+    check_page: Check,
+    log_in: Callable[[Page], None],
+    expect_http_error: Callable[[Page, int], None],
+    settings: Any,
+    tmp_path: Path,
+    toy_weights: Path,
+    probe_set_dir: Path,
+) -> None:
     settings.WORK_DIR = tmp_path / "work"
     log_in(page)
     page.get_by_role("link", name="Dissection runs").click()
@@ -52,7 +65,11 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     page.get_by_label("Weights", exact=True).set_input_files(toy_weights)
     check_page(page, "network_form")
     page.get_by_role("button", name="Register").click()
-    expect(page.locator("ul.messages")).to_contain_text("Network 'toy' registered.")
+    expect(page.locator("ul.messages")).to_contain_text("Network 'toy' registered; a worker is checking it.")
+    expect(page.get_by_text("toy (toy, being checked)")).to_be_visible()
+    network_inspect.run(Network.objects.get(name="toy").pk)  # what the worker that takes the task does
+    page.reload()
+    expect(page.get_by_text("toy (toy)", exact=True)).to_be_visible()
     check_page(page, "runs_network")
 
     page.get_by_role("link", name="Register a probe set").click()
@@ -60,7 +77,12 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     page.get_by_label("Path", exact=True).fill(str(probe_set_dir))
     check_page(page, "probe_set_form")
     page.get_by_role("button", name="Register").click()
-    expect(page.locator("ul.messages")).to_contain_text("Probe set 'synthetic' registered (160 images).")
+    expect(page.locator("ul.messages")).to_contain_text(
+        "Probe set 'synthetic' registered; a worker is reading it."
+    )
+    probe_set_inspect.run(ProbeSet.objects.get(name="synthetic").pk)
+    page.reload()
+    expect(page.get_by_text(f"synthetic (160 images, {probe_set_dir})")).to_be_visible()
     check_page(page, "runs_probe_set")
 
     page.get_by_role("link", name="Launch a run").click()
@@ -117,7 +139,9 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     expect(page.get_by_role("img", name=re.compile(r"^CAM of "))).to_have_count(GALLERY_IMAGES)
     check_page(page, "run_gallery")
 
-    second = runs.run_launch(name="second run", network=run.network, probe_set=run.probe_set, layers=["conv4"])
+    second = runs.run_launch(
+        name="second run", network=run.network, probe_set=run.probe_set, layers=["conv4"]
+    )
     page.goto(f"/runs/{second.pk}/")
     check_page(page, "run_second")
     page.get_by_role("button", name="Cancel run").click()

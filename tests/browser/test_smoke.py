@@ -1,4 +1,5 @@
 """Playwright starts Debian's Chromium and reaches the live server."""
+
 from __future__ import annotations
 
 import subprocess

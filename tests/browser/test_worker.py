@@ -1,5 +1,6 @@
 """The worker's side in Chromium: the batch link, preview, accept, the three questions, next task, finished;
 a refused answer that keeps what was typed; and a task done with the keyboard alone."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,9 +16,11 @@ from tests.browser.pages import WORDS, Check, answer, start, tab_to, tick, tile
 pytestmark = pytest.mark.browser
 
 # per task: words, image numbers (1-based, as shown) that do not fit, category label
-ANSWERS = [("red circle", [3, 5], "Simple elements or colors"),
-           ("stripes", [], "Texture or material"),
-           ("green triangle", [12], "Object")]
+ANSWERS = [
+    ("red circle", [3, 5], "Simple elements or colors"),
+    ("stripes", [], "Texture or material"),
+    ("green triangle", [12], "Object"),
+]
 
 
 def expect_answer_kept(page: Page, words: str, numbers: list[int], category: str) -> None:
@@ -31,7 +34,8 @@ def expect_answer_kept(page: Page, words: str, numbers: list[int], category: str
 
 
 def test_worker_previews_accepts_answers_every_task_and_finishes(
-        page: Page, check_page: Check, make_batch: Callable[..., Batch]) -> None:
+    page: Page, check_page: Check, make_batch: Callable[..., Batch]
+) -> None:
     batch = make_batch()
     start(page, check_page, batch, "alice")
     for position, (words, numbers, category) in enumerate(ANSWERS):
@@ -54,15 +58,20 @@ def test_worker_previews_accepts_answers_every_task_and_finishes(
     check_page(page, "worker_finished")
 
     stored = Annotation.objects.filter(assignment__worker__external_id="alice").order_by(
-        "assignment__task__position")
+        "assignment__task__position"
+    )
     assert [(a.words, a.rejected_ranks, a.get_category_display()) for a in stored] == [
-        (words, [n - 1 for n in numbers], category) for words, numbers, category in ANSWERS]
+        (words, [n - 1 for n in numbers], category) for words, numbers, category in ANSWERS
+    ]
     assert all(a.assignment.status == Assignment.Status.SUBMITTED for a in stored)
 
 
 def test_a_refused_answer_keeps_what_the_worker_typed(
-        page: Page, check_page: Check, expect_http_error: Callable[[Page, int], None],
-        make_batch: Callable[..., Batch]) -> None:
+    page: Page,
+    check_page: Check,
+    expect_http_error: Callable[[Page, int], None],
+    make_batch: Callable[..., Batch],
+) -> None:
     batch = make_batch()
     start(page, check_page, batch, "bob")
     check_page(page, "worker_preview")
@@ -90,8 +99,9 @@ def test_a_refused_answer_keeps_what_the_worker_typed(
     assert not Annotation.objects.exists()
 
 
-def test_keyboard_alone_completes_a_task(page: Page, check_page: Check,
-                                         make_batch: Callable[..., Batch], units) -> None:
+def test_keyboard_alone_completes_a_task(
+    page: Page, check_page: Check, make_batch: Callable[..., Batch], units
+) -> None:
     batch = make_batch(units=units[:1])
     page.goto(f"/w/{batch.public_id}/")
     check_page(page, "worker_start")
@@ -124,8 +134,11 @@ def test_keyboard_alone_completes_a_task(page: Page, check_page: Check,
 
 
 def test_a_returned_task_goes_to_the_next_one_and_a_paused_batch_says_so(
-        page: Page, check_page: Check, expect_http_error: Callable[[Page, int], None],
-        make_batch: Callable[..., Batch]) -> None:
+    page: Page,
+    check_page: Check,
+    expect_http_error: Callable[[Page, int], None],
+    make_batch: Callable[..., Batch],
+) -> None:
     batch = make_batch()
     start(page, check_page, batch, "erin")
     first = page.url

@@ -1,4 +1,12 @@
-"""Helpers for the engine tests: hand-made Broden sets and a slow reference dissection from the definitions."""
+"""Helpers for the dissection and CAM tests: hand-made Broden sets, a slow reference dissection from the
+definitions, and random-weight models of every torchvision family.
+
+torchvision's default initialization with unit running variance shrinks activations layer by layer
+(mobilenet_v2's logits come out near 1e-9), which would make equality checks trivially true. Calibrating the
+running statistics on one random batch, with random affine parameters, gives O(1) features and logits without
+any download.
+"""
+
 from __future__ import annotations
 
 import csv
@@ -7,7 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
+
+from dissection.networks import load_model
 
 CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
 
@@ -30,8 +42,16 @@ def write_broden(
     for i, cells in enumerate(images):
         name = f"im{i}.png"
         rng = np.random.default_rng(i)
-        Image.fromarray(rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8)).save(root / "images" / name)
-        row = {"image": name, "split": "train", "ih": image_size, "iw": image_size, "sh": mask_size, "sw": mask_size}
+        pixels = rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / name)
+        row = {
+            "image": name,
+            "split": "train",
+            "ih": image_size,
+            "iw": image_size,
+            "sh": mask_size,
+            "sw": mask_size,
+        }
         for cat in categories:
             items = []
             for j, item in enumerate(cells.get(cat, [])):
@@ -39,7 +59,7 @@ def write_broden(
                     items.append(str(item))
                 else:
                     layer = np.asarray(item, np.int64)
-                    rgb = np.zeros(layer.shape + (3,), np.uint8)
+                    rgb = np.zeros((*layer.shape, 3), np.uint8)
                     rgb[..., 0], rgb[..., 1] = layer % 256, layer // 256
                     file_name = f"im{i}_{cat}_{j}.png"
                     Image.fromarray(rgb, "RGB").save(root / "images" / file_name)
@@ -48,16 +68,25 @@ def write_broden(
         rows.append(row)
     header = ["image", "split", "ih", "iw", "sh", "sw", *categories]
     _write(root / "index.csv", header, [[row[h] for h in header] for row in rows])
-    _write(root / "label.csv", ["number", "name", "category", "frequency", "coverage", "syns"],
-           [[n, name, f"{cat}(1)", 1, 1.0, ""] for n, name, cat in labels])
+    _write(
+        root / "label.csv",
+        ["number", "name", "category", "frequency", "coverage", "syns"],
+        [[n, name, f"{cat}(1)", 1, 1.0, ""] for n, name, cat in labels],
+    )
     cov = coverage or {(n, cat): 1.0 for n, _, cat in labels}
     names = {n: name for n, name, _ in labels}
     for cat in categories:
         members = sorted(n for n, c in cov if c == cat)
-        _write(root / f"c_{cat}.csv", ["code", "number", "name", "frequency", "coverage"],
-               [[code, n, names[n], 1, cov[(n, cat)]] for code, n in enumerate(members, start=1)])
-    _write(root / "category.csv", ["name", "first", "last", "count", "frequency"],
-           [[cat, 0, 0, 0, 0] for cat in categories])
+        _write(
+            root / f"c_{cat}.csv",
+            ["code", "number", "name", "frequency", "coverage"],
+            [[code, n, names[n], 1, cov[(n, cat)]] for code, n in enumerate(members, start=1)],
+        )
+    _write(
+        root / "category.csv",
+        ["name", "first", "last", "count", "frequency"],
+        [[cat, 0, 0, 0, 0] for cat in categories],
+    )
     return root
 
 
@@ -82,8 +111,9 @@ def bilinear(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
             x0 = int(np.floor(sx))
             x1 = min(x0 + 1, w - 1)
             lx = sx - x0
-            out[y, x] = ((1 - ly) * ((1 - lx) * a[y0, x0] + lx * a[y0, x1])
-                         + ly * ((1 - lx) * a[y1, x0] + lx * a[y1, x1]))
+            out[y, x] = (1 - ly) * ((1 - lx) * a[y0, x0] + lx * a[y0, x1]) + ly * (
+                (1 - lx) * a[y1, x0] + lx * a[y1, x1]
+            )
     return out
 
 
@@ -103,10 +133,16 @@ def reference_dissection(
     sh, sw = next(layer.shape for layers in image_layers for layer in layers)
     num_labels = max(label_category) + 1
     if semantics == "paper":
-        thresholds = np.array([np.quantile(acts[:, k].astype(np.float64).ravel(), 0.995) for k in range(units)])
+        thresholds = np.array(
+            [np.quantile(acts[:, k].astype(np.float64).ravel(), 0.995) for k in range(units)]
+        )
     else:
-        thresholds = np.array([np.quantile(acts[:, k].astype(np.float64).ravel(), 994 / 999, method="hazen")
-                               for k in range(units)])
+        thresholds = np.array(
+            [
+                np.quantile(acts[:, k].astype(np.float64).ravel(), 994 / 999, method="hazen")
+                for k in range(units)
+            ]
+        )
     intersect = np.zeros((units, num_labels), np.int64)
     truth = np.zeros(num_labels, np.int64)
     activation = np.zeros((units, num_categories), np.int64)
@@ -136,7 +172,13 @@ def reference_dissection(
         for c, cat in label_category.items():
             denominator = activation[k, cat] + truth[c] - intersect[k, c]
             iou[k, c] = intersect[k, c] / denominator if denominator > 0 else 0.0
-    return {"thresholds": thresholds, "intersect": intersect, "truth": truth, "activation": activation, "iou": iou}
+    return {
+        "thresholds": thresholds,
+        "intersect": intersect,
+        "truth": truth,
+        "activation": activation,
+        "iou": iou,
+    }
 
 
 @pytest.fixture
@@ -152,3 +194,54 @@ def reference() -> Callable[..., dict[str, np.ndarray]]:
 @pytest.fixture
 def bilinear_reference() -> Callable[[np.ndarray, int, int], np.ndarray]:
     return bilinear
+
+
+# Families with a global-average-pooling + linear head, the input size each needs for a map larger than 1 x 1,
+# and the feature layer that head detection must find.
+GAP_FAMILIES = {
+    "toy": (32, "conv4", False),
+    "resnet18": (64, "layer4", False),
+    "densenet121": (64, "features", True),
+    "googlenet": (64, "inception5b", False),
+    "mobilenet_v2": (64, "features", False),
+    "inception_v3": (160, "Mixed_7c", False),
+    "efficientnet_b0": (64, "features", False),
+    "regnet_y_400mf": (64, "trunk_output", False),
+    "shufflenet_v2_x0_5": (64, "conv5", False),
+}
+NO_HEAD_FAMILIES = {
+    "alexnet": (112, "features"),
+    "vgg11": (64, "features"),
+    "mobilenet_v3_small": (64, "features"),
+}
+
+
+def calibrated(model: nn.Module, size: int, seed: int = 0) -> nn.Module:
+    """Random BN affine parameters and running statistics measured on one random batch; eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+            with torch.no_grad():
+                module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
+                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, size, size, generator=generator))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def random_model() -> Callable[[str], nn.Module]:
+    """arch -> a calibrated random-weight model, built once per session."""
+    cache: dict[str, nn.Module] = {}
+
+    def build(arch: str) -> nn.Module:
+        if arch not in cache:
+            torch.manual_seed(0)
+            size = {name: family[0] for name, family in [*GAP_FAMILIES.items(), *NO_HEAD_FAMILIES.items()]}
+            cache[arch] = calibrated(load_model(arch), size[arch])
+        return cache[arch]
+
+    return build

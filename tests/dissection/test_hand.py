@@ -1,5 +1,6 @@
 """Small cases computed by hand, in both semantics: an image-level label, two part layers, a label number
 above 255 (R + 256 G), images that lack categories, and a unit that never fires."""
+
 from __future__ import annotations
 
 import csv
@@ -9,10 +10,17 @@ import numpy as np
 import pytest
 
 from dissection.broden import load_probe_set
-from dissection.engine import dissect
+from dissection.pipeline import dissect
 
-LABELS = [(1, "red-c", "color"), (2, "cat", "object"), (3, "ear", "part"), (4, "eye", "part"),
-          (5, "beach-s", "scene"), (6, "dotted", "texture"), (300, "grass", "material")]
+LABELS = [
+    (1, "red-c", "color"),
+    (2, "cat", "object"),
+    (3, "ear", "part"),
+    (4, "eye", "part"),
+    (5, "beach-s", "scene"),
+    (6, "dotted", "texture"),
+    (300, "grass", "material"),
+]
 
 
 @pytest.fixture
@@ -47,8 +55,16 @@ def hand_case(tmp_path, make_broden):
 
 def _run(hand_case, tmp_path, semantics):
     root, acts = hand_case
-    out = dissect(root, tmp_path / f"out-{semantics}", layers=["L"], activations=acts, semantics=semantics,
-                  topk=3, batch_size=7, workers=0)["L"]
+    out = dissect(
+        root,
+        tmp_path / f"out-{semantics}",
+        layers=["L"],
+        activations=acts,
+        semantics=semantics,
+        topk=3,
+        batch_size=7,
+        workers=0,
+    )["L"]
     document = json.loads((out / "result.json").read_text())
     with (out / "tally.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -67,7 +83,11 @@ def test_paper_semantics_by_hand(hand_case, tmp_path):
     by_unit = {row["unit"]: row for row in rows}
     row = by_unit["1"]
     assert (row["color-label"], row["color-truth"], row["color-activation"], row["color-intersect"]) == (
-        "red-c", "5", "8", "2")
+        "red-c",
+        "5",
+        "8",
+        "2",
+    )
     assert float(row["color-iou"]) == pytest.approx(2 / 11)
     assert (row["scene-truth"], row["scene-activation"], row["scene-intersect"]) == ("16", "4", "4")
     assert (row["texture-label"], row["texture-truth"], row["texture-activation"]) == ("dotted", "16", "0")
@@ -88,8 +108,9 @@ def test_netdissect_lite_semantics_by_hand(hand_case, tmp_path):
     document, rows = _run(hand_case, tmp_path, "netdissect-lite")
     unit = document["units"][0]
     acts = np.load(hand_case[1])
-    assert unit["threshold"] == pytest.approx(np.quantile(acts[:, 0].astype(float).ravel(), 994 / 999,
-                                                          method="hazen"))
+    assert unit["threshold"] == pytest.approx(
+        np.quantile(acts[:, 0].astype(float).ravel(), 994 / 999, method="hazen")
+    )
     assert unit["threshold"] == pytest.approx(4 + 4 * (400 * 994 / 999 - 0.5 - 397))
     iou = {c["label"]: c["iou"] for c in unit["concepts"]}
     assert unit["label"] == "ear" and unit["iou"] == pytest.approx(2 / 3)
@@ -101,8 +122,14 @@ def test_netdissect_lite_semantics_by_hand(hand_case, tmp_path):
 
 def test_primary_category_is_the_largest_coverage_ties_to_the_later(tmp_path, make_broden):
     labels = [(1, "a", "object"), (2, "b", "object"), (3, "c", "object")]
-    coverage = {(1, "object"): 3.0, (1, "part"): 1.0, (2, "object"): 1.0, (2, "part"): 1.0,
-                (3, "object"): 1.0, (3, "part"): 2.0}
+    coverage = {
+        (1, "object"): 3.0,
+        (1, "part"): 1.0,
+        (2, "object"): 1.0,
+        (2, "part"): 1.0,
+        (3, "object"): 1.0,
+        (3, "part"): 2.0,
+    }
     layer = np.ones((4, 4), int)
     root = make_broden(tmp_path, labels=labels, images=[{"object": [layer]}], coverage=coverage)
     probe = load_probe_set(root)

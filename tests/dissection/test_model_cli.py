@@ -1,4 +1,5 @@
 """End to end through `python -m dissection`: the toy model's sanity check, outputs, and bad inputs."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ import torch
 from PIL import Image
 
 from dissection.cli import main
-from dissection.engine import dissect
-from dissection.models import ToyNet, load_model
+from dissection.networks import ToyNet, load_model
+from dissection.pipeline import dissect
 from dissection.synth import make_probe_set
 
 
@@ -21,20 +22,54 @@ def _interpretable(out: Path) -> int:
 
 
 def test_trained_toy_has_clearly_more_interpretable_units_than_random(probe_set_dir, toy_weights, tmp_path):
-    trained = dissect(probe_set_dir, tmp_path / "trained", layers=["conv4"], topk=1, workers=0,
-                      model=load_model("toy", weights=toy_weights))["conv4"]
+    trained = dissect(
+        probe_set_dir,
+        tmp_path / "trained",
+        layers=["conv4"],
+        topk=1,
+        workers=0,
+        model=load_model("toy", weights=toy_weights),
+    )["conv4"]
     torch.manual_seed(0)
-    random = dissect(probe_set_dir, tmp_path / "random", layers=["conv4"], topk=1, workers=0,
-                     model=ToyNet(num_classes=5).eval())["conv4"]
+    random = dissect(
+        probe_set_dir,
+        tmp_path / "random",
+        layers=["conv4"],
+        topk=1,
+        workers=0,
+        model=ToyNet(num_classes=5).eval(),
+    )["conv4"]
     n_trained, n_random = _interpretable(trained), _interpretable(random)
     assert n_trained >= 40 and n_trained >= 3 * max(n_random, 1), (n_trained, n_random)
 
 
 def test_cli_run_writes_every_output_and_report_rebuilds(probe_set_dir, toy_weights, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["run", "--dataset", str(probe_set_dir), "--model", "toy", "--weights", str(toy_weights),
-                 "--layer", "conv3", "--layer", "conv4", "--out", str(out), "--topk", "4", "--workers", "0",
-                 "--device", "cpu", "--batch-size", "48"])
+    code = main(
+        [
+            "run",
+            "--probe-set",
+            str(probe_set_dir),
+            "--model",
+            "toy",
+            "--weights",
+            str(toy_weights),
+            "--layer",
+            "conv3",
+            "--layer",
+            "conv4",
+            "--out",
+            str(out),
+            "--topk",
+            "4",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "48",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "conv4:" in printed and "units covering" in printed
@@ -43,7 +78,8 @@ def test_cli_run_writes_every_output_and_report_rebuilds(probe_set_dir, toy_weig
     document = json.loads((layer / "result.json").read_text())
     assert document["num_units"] == 128 and len(document["units"]) == 128
     unit = document["units"][5]
-    assert unit["unit"] == 6 and unit["channel"] == 5 and len(unit["images"]) == 4 and len(unit["concepts"]) == 5
+    assert unit["unit"] == 6 and unit["channel"] == 5
+    assert len(unit["images"]) == 4 and len(unit["concepts"]) == 5
     assert all((layer / image["tile"]).is_file() for image in unit["images"])
     assert (probe_set_dir / "images" / unit["images"][0]["image"]).is_file()
     assert (layer / unit["strip"]).is_file()
@@ -54,8 +90,11 @@ def test_cli_run_writes_every_output_and_report_rebuilds(probe_set_dir, toy_weig
     scores = [float(line.split(",")[3]) for line in tally[1:]]
     assert len(scores) == 128 and scores == sorted(scores, reverse=True)
     html = (layer / "report.html").read_text()
-    headline = (f'{document["summary"]["interpretable"]}/128 units covering {document["summary"]["unique_concepts"]} '
-                "concepts with IoU &gt; 0.04")
+    summary = document["summary"]
+    headline = (
+        f"{summary['interpretable']}/128 units covering {summary['unique_concepts']} "
+        "concepts with IoU &gt; 0.04"
+    )
     assert headline in html and "<svg" in html and unit["strip"] in html
     (layer / "report.html").unlink()
     assert main(["report", str(layer)]) == 0
@@ -75,7 +114,8 @@ def test_tile_highlights_the_region_and_dims_the_rest(tmp_path):
 def test_cli_synth_and_train_toy(tmp_path):
     assert main(["synth", str(tmp_path / "set"), "--images", "8", "--size", "32", "--seed", "2"]) == 0
     assert (tmp_path / "set" / "boxes.csv").is_file()
-    assert main(["train-toy", str(tmp_path / "toy.pt"), "--dataset", str(tmp_path / "set"), "--epochs", "1"]) == 0
+    train = ["train-toy", str(tmp_path / "toy.pt"), "--probe-set", str(tmp_path / "set"), "--epochs", "1"]
+    assert main(train) == 0
     assert load_model("toy", weights=tmp_path / "toy.pt").fc.out_features == 5
 
 
@@ -91,9 +131,21 @@ def _fails(args: list[str], capsys, *fragments: str) -> None:
         assert fragment in message, message
 
 
-def _run_args(dataset: Path, out: Path, *extra: str) -> list[str]:
-    return ["run", "--dataset", str(dataset), "--out", str(out), "--layer", "conv2", "--topk", "2",
-            "--workers", "0", *extra]
+def _run_args(probe_set: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--probe-set",
+        str(probe_set),
+        "--out",
+        str(out),
+        "--layer",
+        "conv2",
+        "--topk",
+        "2",
+        "--workers",
+        "0",
+        *extra,
+    ]
 
 
 def _assert_nothing_complete(out: Path) -> None:
@@ -106,23 +158,35 @@ def _assert_nothing_complete(out: Path) -> None:
 @pytest.mark.parametrize("missing", ["index.csv", "label.csv", "category.csv"])
 def test_missing_csv_is_named(small_set, tmp_path, capsys, missing):
     (small_set / missing).unlink()
-    _fails(_run_args(small_set, tmp_path / "out", "--model", "toy"), capsys, str(small_set / missing), "missing")
+    args = _run_args(small_set, tmp_path / "out", "--model", "toy")
+    _fails(args, capsys, str(small_set / missing), "missing")
     _assert_nothing_complete(tmp_path / "out")
 
 
 def test_label_png_of_the_wrong_size(small_set, tmp_path, capsys):
     path = small_set / "images" / "synth" / "000004_color.png"
     Image.new("RGB", (17, 16)).save(path)
-    _fails(_run_args(small_set, tmp_path / "out", "--model", "toy"), capsys, str(path), "index.csv row 6",
-           "16x17", "16x16")
+    _fails(
+        _run_args(small_set, tmp_path / "out", "--model", "toy"),
+        capsys,
+        str(path),
+        "index.csv row 6",
+        "16x17",
+        "16x16",
+    )
     _assert_nothing_complete(tmp_path / "out")
 
 
 def test_corrupt_image(small_set, tmp_path, capsys):
     path = small_set / "images" / "synth" / "000002.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    _fails(_run_args(small_set, tmp_path / "out", "--model", "toy"), capsys, str(path), "index.csv row 4",
-           "cannot decode")
+    _fails(
+        _run_args(small_set, tmp_path / "out", "--model", "toy"),
+        capsys,
+        str(path),
+        "index.csv row 4",
+        "cannot decode",
+    )
     _assert_nothing_complete(tmp_path / "out")
 
 
@@ -131,8 +195,13 @@ def test_label_number_absent_from_label_csv(small_set, tmp_path, capsys):
     rgb = np.zeros((16, 16, 3), np.uint8)
     rgb[..., 0], rgb[..., 1] = 999 % 256, 999 // 256
     Image.fromarray(rgb).save(path)
-    _fails(_run_args(small_set, tmp_path / "out", "--model", "toy"), capsys, str(path), "index.csv row 3",
-           "label number 999 is not in label.csv")
+    _fails(
+        _run_args(small_set, tmp_path / "out", "--model", "toy"),
+        capsys,
+        str(path),
+        "index.csv row 3",
+        "label number 999 is not in label.csv",
+    )
     _assert_nothing_complete(tmp_path / "out")
     index = small_set / "index.csv"
     lines = index.read_text().splitlines()
@@ -140,31 +209,75 @@ def test_label_number_absent_from_label_csv(small_set, tmp_path, capsys):
     fields[-1] = "77"
     lines[2] = ",".join(fields)
     index.write_text("\n".join(lines) + "\n")
-    _fails(_run_args(small_set, tmp_path / "out", "--model", "toy"), capsys, str(index), "row 3",
-           "column 'texture' names label 77")
+    _fails(
+        _run_args(small_set, tmp_path / "out", "--model", "toy"),
+        capsys,
+        str(index),
+        "row 3",
+        "column 'texture' names label 77",
+    )
 
 
 def test_activation_rows_must_match_index(small_set, tmp_path, capsys):
     np.save(tmp_path / "acts.npy", np.zeros((5, 3, 2, 2), np.float32))
-    _fails(["run", "--dataset", str(small_set), "--out", str(tmp_path / "out"), "--layer", "conv2",
-            "--activations", str(tmp_path / "acts.npy")], capsys, str(tmp_path / "acts.npy"), "5 rows",
-           "lists 6 images")
+    _fails(
+        [
+            "run",
+            "--probe-set",
+            str(small_set),
+            "--out",
+            str(tmp_path / "out"),
+            "--layer",
+            "conv2",
+            "--activations",
+            str(tmp_path / "acts.npy"),
+        ],
+        capsys,
+        str(tmp_path / "acts.npy"),
+        "5 rows",
+        "lists 6 images",
+    )
     _assert_nothing_complete(tmp_path / "out")
 
 
 def test_precomputed_activations_run(small_set, tmp_path):
     np.save(tmp_path / "acts.npy", np.random.default_rng(0).normal(size=(6, 3, 4, 4)).astype(np.float32))
-    assert main(["run", "--dataset", str(small_set), "--out", str(tmp_path / "out"), "--layer", "mine",
-                 "--activations", str(tmp_path / "acts.npy"), "--topk", "2"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--probe-set",
+                str(small_set),
+                "--out",
+                str(tmp_path / "out"),
+                "--layer",
+                "mine",
+                "--activations",
+                str(tmp_path / "acts.npy"),
+                "--topk",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "out" / "mine" / "result.json").read_text())["num_units"] == 3
 
 
 def test_missing_and_misfit_weights(small_set, tmp_path, capsys):
-    _fails(_run_args(small_set, tmp_path / "out", "--model", "toy", "--weights", str(tmp_path / "nope.pt")),
-           capsys, str(tmp_path / "nope.pt"), "does not exist")
+    _fails(
+        _run_args(small_set, tmp_path / "out", "--model", "toy", "--weights", str(tmp_path / "nope.pt")),
+        capsys,
+        str(tmp_path / "nope.pt"),
+        "does not exist",
+    )
     torch.save(ToyNet(width=8).state_dict(), tmp_path / "narrow.pt")
-    _fails(_run_args(small_set, tmp_path / "out", "--model", "resnet18", "--weights", str(tmp_path / "narrow.pt")),
-           capsys, str(tmp_path / "narrow.pt"), "do not fit")
+    narrow = str(tmp_path / "narrow.pt")
+    _fails(
+        _run_args(small_set, tmp_path / "out", "--model", "resnet18", "--weights", narrow),
+        capsys,
+        narrow,
+        "do not fit",
+    )
     _assert_nothing_complete(tmp_path / "out")
 
 

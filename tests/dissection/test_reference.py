@@ -1,5 +1,6 @@
 """The engine agrees with a slow reference written from the definitions (plain NumPy, per image, per unit),
 on random activations with planted detectors, in both semantics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,11 +9,23 @@ import torch
 import torch.nn.functional as F
 
 from dissection.broden import load_probe_set
-from dissection.engine import ArrayActivations, finalize, scan, tally
+from dissection.results import finalize
+from dissection.scan import scan
+from dissection.sources import ArrayActivations
+from dissection.tally import tally
 
-LABELS = [(1, "red-c", "color"), (2, "blue-c", "color"), (3, "cat", "object"), (4, "dog", "object"),
-          (5, "ear", "part"), (6, "nose", "part"), (7, "wood", "material"), (8, "beach-s", "scene"),
-          (9, "room-s", "scene"), (300, "dotted", "texture")]
+LABELS = [
+    (1, "red-c", "color"),
+    (2, "blue-c", "color"),
+    (3, "cat", "object"),
+    (4, "dog", "object"),
+    (5, "ear", "part"),
+    (6, "nose", "part"),
+    (7, "wood", "material"),
+    (8, "beach-s", "scene"),
+    (9, "room-s", "scene"),
+    (300, "dotted", "texture"),
+]
 N, UNITS, MAP, MASK = 30, 6, 4, 16
 
 
@@ -63,7 +76,7 @@ def _planted_activations(rng, layers_per_image, scalars_per_image, kind):
         acts = rng.integers(0, 8, size=(N, UNITS, MAP, MAP)).astype(np.float32) / 8
     else:
         acts = rng.random(size=(N, UNITS, MAP, MAP)).astype(np.float32)
-    for i, (layers, scalars) in enumerate(zip(layers_per_image, scalars_per_image)):
+    for i, (layers, scalars) in enumerate(zip(layers_per_image, scalars_per_image, strict=True)):
         obj = layers[1] if len(layers) > 1 and layers[1].max() in (3, 4) else layers[0]
         at_map = obj[2::4, 2::4]
         acts[i, 0] += np.where(at_map == 3, 6.0, 0.0)  # a cat detector
@@ -106,14 +119,16 @@ def test_reference_bilinear_is_torch_interpolate(bilinear_reference):
     a = rng.normal(size=(5, 7))
     for size in [(16, 16), (11, 23), (5, 7), (3, 4)]:
         ours = bilinear_reference(a, *size)
-        theirs = F.interpolate(torch.from_numpy(a)[None, None], size=size, mode="bilinear", align_corners=False)
+        theirs = F.interpolate(
+            torch.from_numpy(a)[None, None], size=size, mode="bilinear", align_corners=False
+        )
         np.testing.assert_allclose(ours, theirs[0, 0].numpy(), atol=1e-12)
 
 
 @pytest.mark.parametrize("semantics", ["paper", "netdissect-lite"])
 @pytest.mark.parametrize("n", [1, 2, 7, 99, 100, 101, 199, 200, 201, 1000, 4321])
 def test_thresholds_are_numpys_quantile(semantics, n):
-    from dissection.engine import candidates_needed, quantile_from_top
+    from dissection.quantile import candidates_needed, quantile_from_top
 
     rng = np.random.default_rng(n)
     values = rng.normal(size=(3, n)).astype(np.float32)
@@ -124,24 +139,27 @@ def test_thresholds_are_numpys_quantile(semantics, n):
     np.testing.assert_allclose(quantile_from_top(top, n, semantics), expected, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("size_in,size_out", [((7, 7), (112, 112)), ((4, 6), (16, 9)), ((64, 48), (32, 32)),
-                                              ((5, 5), (5, 5)), ((1, 3), (4, 7))])
+@pytest.mark.parametrize(
+    "size_in,size_out",
+    [((7, 7), (112, 112)), ((4, 6), (16, 9)), ((64, 48), (32, 32)), ((5, 5), (5, 5)), ((1, 3), (4, 7))],
+)
 def test_mask_pixels_are_the_definitions(size_in, size_out, bilinear_reference):
     """The windowed float64 upsampling finds exactly the pixels where the reference bilinear map > T."""
-    from dissection.engine import _axis, _mask_pixels, float32_below
+    from dissection.masks import bilinear_axis, mask_pixels
+    from dissection.quantile import float32_below
 
     maps = torch.randn((4, *size_in), generator=torch.Generator().manual_seed(0))
     t64 = np.quantile(maps.double().flatten(1).numpy(), [0.5, 0.9, 0.99, 1.0], axis=1).diagonal().copy()
-    ay, ax = _axis(size_in[0], size_out[0], "cpu"), _axis(size_in[1], size_out[1], "cpu")
-    p, pixel = _mask_pixels(maps, torch.from_numpy(t64), torch.from_numpy(float32_below(t64)), ay, ax)
+    ay, ax = bilinear_axis(size_in[0], size_out[0], "cpu"), bilinear_axis(size_in[1], size_out[1], "cpu")
+    p, pixel = mask_pixels(maps, torch.from_numpy(t64), torch.from_numpy(float32_below(t64)), ay, ax)
     ours = np.zeros((4, size_out[0] * size_out[1]), bool)
     ours[p.numpy(), pixel.numpy()] = True
     for i in range(4):
         expected = bilinear_reference(maps[i].double().numpy(), *size_out) > t64[i]
         np.testing.assert_array_equal(ours[i].reshape(size_out), expected)
     dense = F.interpolate(maps[:, None], size=size_out, mode="bilinear", align_corners=False)[:, 0].numpy()
-    np.testing.assert_allclose(dense, np.stack([bilinear_reference(m.double().numpy(), *size_out) for m in maps]),
-                               rtol=0, atol=1e-6)
+    reference = np.stack([bilinear_reference(m.double().numpy(), *size_out) for m in maps])
+    np.testing.assert_allclose(dense, reference, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("labels", [5, 70])

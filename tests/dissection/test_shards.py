@@ -1,4 +1,5 @@
 """Shard states: merging the passes over slices of the probe set gives exactly the one-pass result."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +7,13 @@ import pytest
 import torch
 
 from dissection.broden import load_probe_set
-from dissection.engine import ArrayActivations, ModelActivations, ScanState, TallyState, finalize, scan, tally
 from dissection.errors import DissectionError
-from dissection.models import ToyNet
+from dissection.networks import ToyNet
+from dissection.results import finalize
+from dissection.scan import scan
+from dissection.sources import ArrayActivations, ModelActivations
+from dissection.states import ScanState, TallyState
+from dissection.tally import tally
 
 
 def _assert_scan_equal(a: ScanState, b: ScanState) -> None:
@@ -69,15 +74,18 @@ def test_any_subsets_merge_exactly(probe_set_dir, tmp_path, semantics):
     order = rng.permutation(len(probe))
     shards = [np.sort(order[:17]), order[17:90], order[90:]]
     whole = scan(source, probe, batch_size=16)["L"]
-    merged = scan(source, probe, shards[1], batch_size=5)["L"].merge(scan(source, probe, shards[0], topk=20)["L"])
+    merged = scan(source, probe, shards[1], batch_size=5)["L"]
+    merged = merged.merge(scan(source, probe, shards[0], topk=20)["L"])
     with pytest.raises(DissectionError, match="need all 160 images"):
         merged.thresholds(semantics)
     merged = merged.merge(scan(source, probe, shards[2], batch_size=64)["L"])
     _assert_scan_equal(merged, whole)
     thresholds = {"L": whole.thresholds(semantics)}
     one = tally(source, probe, thresholds, semantics=semantics, batch_size=16, workers=0)["L"]
-    parts = [tally(source, probe, thresholds, shard, semantics=semantics, batch_size=9, workers=0)["L"]
-             for shard in shards]
+    parts = [
+        tally(source, probe, thresholds, shard, semantics=semantics, batch_size=9, workers=0)["L"]
+        for shard in shards
+    ]
     _assert_tally_equal(parts[0].merge(parts[1].merge(parts[2])), one)
 
 
@@ -101,7 +109,9 @@ def test_overlapping_or_foreign_states_do_not_merge(probe_set_dir, tmp_path):
 
 
 def test_sharded_outputs_with_model_maps_match_dissect(probe_set_dir, random_toy, tmp_path):
-    from dissection.engine import dissect, model_maps, write_layer
+    from dissection.pipeline import dissect
+    from dissection.results import write_layer
+    from dissection.sources import model_maps
 
     probe = load_probe_set(probe_set_dir)
     source = ModelActivations(random_toy, ["conv4"], device="cpu", workers=0)
@@ -112,7 +122,14 @@ def test_sharded_outputs_with_model_maps_match_dissect(probe_set_dir, random_toy
     tallies = [tally(source, probe, thresholds, shard, workers=0)["conv4"] for shard in shards]
     result = finalize(probe, merged, tallies[0].merge(tallies[1]))
     sharded = write_layer(result, probe, tmp_path / "sharded" / "conv4", model_maps(source, probe, "conv4"))
-    single = dissect(probe_set_dir, tmp_path / "single", layers=["conv4"], model=random_toy, topk=3,
-                     workers=0, device="cpu")["conv4"]
+    single = dissect(
+        probe_set_dir,
+        tmp_path / "single",
+        layers=["conv4"],
+        model=random_toy,
+        topk=3,
+        workers=0,
+        device="cpu",
+    )["conv4"]
     assert (sharded / "tally.csv").read_text() == (single / "tally.csv").read_text()
     assert (sharded / "report.html").is_file() and (sharded / "strips" / "unit_0001.jpg").is_file()

@@ -1,4 +1,5 @@
 """The synthetic probe set and the toy model: deterministic, all six categories, off-centre objects."""
+
 from __future__ import annotations
 
 import csv
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 from dissection.broden import load_probe_set
-from dissection.models import load_model
+from dissection.networks import load_model
 from dissection.synth import make_probe_set
 from dissection.train import train_toy
 
@@ -16,14 +17,20 @@ from dissection.train import train_toy
 def test_synth_is_deterministic_and_covers_every_category(tmp_path):
     a = make_probe_set(tmp_path / "a", images=12, size=32, seed=4)
     b = make_probe_set(tmp_path / "b", images=12, size=32, seed=4)
-    for name in ("index.csv", "label.csv", "boxes.csv", "images/synth/000005.png", "images/synth/000005_color.png"):
+    for name in (
+        "index.csv",
+        "label.csv",
+        "boxes.csv",
+        "images/synth/000005.png",
+        "images/synth/000005_color.png",
+    ):
         assert filecmp.cmp(a / name, b / name, shallow=False), name
     probe = load_probe_set(a)
     assert probe.categories == ("color", "object", "part", "material", "scene", "texture")
     assert probe.image_size == (32, 32) and probe.mask_size == (16, 16)
-    present = {cat: 0 for cat in probe.categories}
+    present = dict.fromkeys(probe.categories, 0)
     for i in range(len(probe)):
-        numbers, onehot = probe.load_labels(i)
+        numbers, _ = probe.load_labels(i)
         for cat in {probe.categories[probe.label_category[n]] for n in numbers}:
             present[cat] += 1
     assert all(count > 0 for count in present.values()), present

@@ -4,12 +4,25 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate import comparison
+from agreement.records import ALL_LAYERS
 from annotate.management.commands.export_batch import find_batch
-from annotate.selectors.comparison import batch_comparison_input, comparison_summarize, table_csv
+from annotate.selectors.comparison import (
+    Aggregation,
+    batch_comparison_input,
+    comparison_summarize,
+    table_csv,
+)
 
-STATISTICS = ("units", "fleiss_kappa", "krippendorff_alpha", "word_agreement", "category_agreement", "cohen_kappa",
-              "concept_match_rate", "mean_precision")
+STATISTICS = (
+    "units",
+    "fleiss_kappa",
+    "krippendorff_alpha",
+    "word_agreement",
+    "category_agreement",
+    "cohen_kappa",
+    "concept_match_rate",
+    "mean_precision",
+)
 
 
 def _number(value: Any) -> str:
@@ -18,17 +31,24 @@ def _number(value: Any) -> str:
 
 def summary_text(summary: dict[str, Any]) -> str:
     """The headline statistics per layer and overall, and the verification shares, as aligned text."""
-    scopes = [*summary["layers"].items(), (comparison.ALL_LAYERS, summary)]
+    scopes = [*summary["layers"].items(), (ALL_LAYERS, summary)]
     width = max(len(name) for name, _ in scopes)
     lines = [f"{'layer':<{width}}  " + "  ".join(f"{name:>18}" for name in STATISTICS)]
     for name, scope in scopes:
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{_number(scope.get(stat)):>18}" for stat in STATISTICS))
+        lines.append(
+            f"{name:<{width}}  " + "  ".join(f"{_number(scope.get(stat)):>18}" for stat in STATISTICS)
+        )
     for name, scope in scopes:
         for source, entry in (scope.get("verification") or {}).items():
-            share = "n/a" if entry["share"] is None else (
-                f"{entry['share']:.3f} [{entry['ci'][0]:.3f}, {entry['ci'][1]:.3f}]")
-            lines.append(f"verification {name}: {source} labels judged correct {entry['correct']}/{entry['units']} "
-                         f"= {share}")
+            share = (
+                "n/a"
+                if entry["share"] is None
+                else (f"{entry['share']:.3f} [{entry['ci'][0]:.3f}, {entry['ci'][1]:.3f}]")
+            )
+            lines.append(
+                f"verification {name}: {source} labels judged correct {entry['correct']}/{entry['units']} "
+                f"= {share}"
+            )
     lines += [f"note: {note}" for note in summary.get("notes", [])]
     return "\n".join(lines)
 
@@ -40,19 +60,32 @@ def _write(path: Path, text: str) -> None:
 
 
 class Command(BaseCommand):
-    help = ("Compare human and automatic labels of a batch: print the statistics per layer and write the whole "
-            "summary as JSON (--json) and every table as CSV (--tables).")
+    help = (
+        "Compare human and automatic labels of a batch: print the statistics per layer and write the whole "
+        "summary as JSON (--json) and every table as CSV (--tables)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("batch", help="batch id, public id or title")
-        parser.add_argument("--json", type=Path, dest="json_path", help="write the whole summary, tables included")
+        parser.add_argument(
+            "--json", type=Path, dest="json_path", help="write the whole summary, tables included"
+        )
         parser.add_argument("--tables", type=Path, help="folder to write every table to as <table>.csv")
         parser.add_argument("--aggregation", choices=("dawid_skene", "majority"), default="dawid_skene")
         parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
         parser.add_argument("--seed", type=int, default=0)
 
-    def handle(self, *args: object, batch: str, json_path: Path | None, tables: Path | None, aggregation: str,
-               resamples: int, seed: int, **options: object) -> None:
+    def handle(
+        self,
+        *args: object,
+        batch: str,
+        json_path: Path | None,
+        tables: Path | None,
+        aggregation: Aggregation,
+        resamples: int,
+        seed: int,
+        **options: object,
+    ) -> None:
         if resamples < 1:
             raise CommandError(f"--resamples must be at least 1, got {resamples}")
         if tables is not None and tables.exists() and not tables.is_dir():
@@ -60,8 +93,12 @@ class Command(BaseCommand):
         if json_path is not None and not json_path.parent.is_dir():
             raise CommandError(f"--json {json_path}: folder {json_path.parent} does not exist")
         try:
-            summary = comparison_summarize(data=batch_comparison_input(batch=find_batch(batch)),
-                                           aggregation=aggregation, n_resamples=resamples, seed=seed)
+            summary = comparison_summarize(
+                data=batch_comparison_input(batch=find_batch(batch)),
+                aggregation=aggregation,
+                n_resamples=resamples,
+                seed=seed,
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(summary_text(summary))

@@ -1,15 +1,18 @@
+from typing import TextIO, cast
+
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.demo import demo_password
+from annotate.demo import DemoError, demo_content_build, demo_password
 from annotate.management.commands.demo import print_demo_access
-from annotate.services.demo import DemoError, demo_content_build
 from workers.inprocess import needs_in_process_worker, start_in_process_worker
 
 
 class Command(BaseCommand):
-    help = ("Make sure the demo content exists, start the in-process worker (without CELERY_BROKER_URL), print "
-            "the requester login and the worker link, and run the development server.")
+    help = (
+        "Make sure the demo content exists, start the in-process worker (without CELERY_BROKER_URL), print "
+        "the requester login and the worker link, and run the development server."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
@@ -18,12 +21,16 @@ class Command(BaseCommand):
         worker = start_in_process_worker() if needs_in_process_worker() else None
         try:
             try:
-                content = demo_content_build(password=demo_password(), progress=self.stderr._out)
+                content = demo_content_build(
+                    password=demo_password(), progress=cast(TextIO, self.stderr._out)
+                )
             except DemoError as exc:
                 raise CommandError(str(exc)) from None
             print_demo_access(self, f"http://{addrport}", content)
             if worker is not None:
-                self.stdout.write("Worker:          a Celery worker thread in this process (queues celery, gpu)")
+                self.stdout.write(
+                    "Worker:          a Celery worker thread in this process (queues celery, gpu)"
+                )
             call_command("runserver", addrport, use_reloader=False)
         finally:
             if worker is not None:

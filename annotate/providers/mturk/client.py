@@ -1,0 +1,232 @@
+"""Amazon Mechanical Turk through boto3's `mturk` client (the sandbox unless MTURK_SANDBOX=0).
+
+Publishing creates one HIT type per batch and one HIT per task whose question is an ExternalQuestion pointing
+at our MTurk task page; `RequesterAnnotation` carries the task id and `UniqueRequestToken` makes a retried
+publish find the HIT it already made instead of creating a second one. MTurk hands out the assignment slots
+(MaxAssignments), our task page stores the answer and then posts to `<turkSubmitTo>/mturk/externalSubmit`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape
+
+from django.conf import settings
+from django.urls import reverse
+
+from annotate.providers.base import CrowdProvider, ProviderError, RemoteAssignment
+
+if TYPE_CHECKING:
+    from annotate.models import Assignment, Batch, CrowdWorker, Task
+
+log = logging.getLogger(__name__)
+
+SANDBOX_ENDPOINT = "https://mturk-requester-sandbox.us-east-1.amazonaws.com"
+EXTERNAL_QUESTION_XSD = (
+    "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2006-07-14/ExternalQuestion.xsd"
+)
+PREVIEW_ASSIGNMENT_ID = "ASSIGNMENT_ID_NOT_AVAILABLE"
+# MTurk's worker sites: the only pages allowed to frame our MTurk task view, and to receive its form.
+WORKER_SITES = ("https://worker.mturk.com", "https://workersandbox.mturk.com", "https://www.mturk.com")
+SUBMIT_HOSTS = ("https://www.mturk.com", "https://workersandbox.mturk.com")
+
+
+def mturk_client() -> Any:
+    """A boto3 MTurk client for the sandbox unless settings.MTURK_SANDBOX is off."""
+    import boto3
+
+    endpoint = SANDBOX_ENDPOINT if settings.MTURK_SANDBOX else None
+    return boto3.client("mturk", region_name=settings.MTURK_REGION, endpoint_url=endpoint)
+
+
+def external_question(url: str) -> str:
+    """The ExternalQuestion XML for `url` (FrameHeight 0 lets the page take the whole frame)."""
+    if not url.startswith("https://"):
+        raise ProviderError(
+            f"MTurk shows only HTTPS pages; the task URL {url!r} is not HTTPS "
+            "(set SITE_URL to the https:// address of this service)"
+        )
+    return (
+        f'<ExternalQuestion xmlns="{EXTERNAL_QUESTION_XSD}">'
+        f"<ExternalURL>{escape(url)}</ExternalURL><FrameHeight>0</FrameHeight></ExternalQuestion>"
+    )
+
+
+def task_url(task: Task) -> str:
+    return settings.SITE_URL.rstrip("/") + reverse("annotate:mturk_task", args=[task.public_id])
+
+
+def _call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
+    """Call `operation`, turning boto errors into a ProviderError that names the call."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return getattr(client, operation)(**params)
+    except ClientError as exc:
+        raise ProviderError(
+            f"MTurk {operation} failed: {exc.response.get('Error', {}).get('Message', exc)}"
+        ) from exc
+    except BotoCoreError as exc:
+        raise ProviderError(f"MTurk {operation} failed: {exc}") from exc
+
+
+class MTurkProvider(CrowdProvider):
+    name = "mturk"
+    external_slots = True
+
+    def __init__(self, client: Any | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = mturk_client()
+        return self._client
+
+    def check_publishable(self, batch: Batch) -> None:
+        external_question(settings.SITE_URL.rstrip("/") + "/")
+        if batch.reward <= 0:
+            raise ProviderError("an MTurk batch needs a reward above 0.00 USD")
+
+    def publish(self, batch: Batch) -> None:
+        self.check_publishable(batch)
+        if not batch.mturk_hit_type_id:
+            response = _call(
+                self.client,
+                "create_hit_type",
+                AutoApprovalDelayInSeconds=3 * 24 * 3600,
+                AssignmentDurationInSeconds=int(batch.assignment_duration.total_seconds()),
+                Reward=f"{batch.reward:.2f}",
+                Title=batch.title[:128],
+                Keywords="image, labeling, neural network, concept",
+                Description=(batch.instructions or batch.title)[:2000],
+            )
+            batch.mturk_hit_type_id = response["HITTypeId"]
+            batch.save(update_fields=["mturk_hit_type_id", "updated_at"])
+        remaining = batch.expires_at - datetime.now(UTC) if batch.expires_at else batch.lifetime
+        lifetime = max(60, int(remaining.total_seconds()))
+        for task in batch.tasks.filter(mturk_hit_id="").order_by("position"):
+            task.mturk_hit_id = self._create_hit(batch, task, lifetime)
+            task.save(update_fields=["mturk_hit_id"])
+        if batch.published_at is not None:
+            self._set_expiration(batch, batch.expires_at)
+
+    def _create_hit(self, batch: Batch, task: Task, lifetime: int) -> str:
+        try:
+            response = _call(
+                self.client,
+                "create_hit_with_hit_type",
+                HITTypeId=batch.mturk_hit_type_id,
+                MaxAssignments=batch.assignments_per_task,
+                LifetimeInSeconds=lifetime,
+                Question=external_question(task_url(task)),
+                RequesterAnnotation=str(task.public_id),
+                UniqueRequestToken=task.public_id.hex,
+            )
+        except ProviderError:
+            existing = self._find_hit(str(task.public_id))
+            if existing is None:
+                raise
+            return existing
+        return response["HIT"]["HITId"]
+
+    def _find_hit(self, annotation: str) -> str | None:
+        """The HIT an earlier (interrupted) publish made for this task, found by its RequesterAnnotation."""
+        params: dict[str, Any] = {"MaxResults": 100}
+        while True:
+            page = _call(self.client, "list_hits", **params)
+            for hit in page.get("HITs", []):
+                if hit.get("RequesterAnnotation") == annotation:
+                    return hit["HITId"]
+            if not page.get("NextToken") or not page.get("HITs"):
+                return None
+            params["NextToken"] = page["NextToken"]
+
+    def _set_expiration(self, batch: Batch, when: datetime | None) -> None:
+        expire_at = when or datetime.now(UTC)
+        for hit_id in batch.tasks.exclude(mturk_hit_id="").values_list("mturk_hit_id", flat=True):
+            _call(self.client, "update_expiration_for_hit", HITId=hit_id, ExpireAt=expire_at)
+
+    def pause(self, batch: Batch) -> None:
+        self._set_expiration(batch, None)
+
+    def cancel(self, batch: Batch) -> None:
+        self._set_expiration(batch, None)
+
+    def approve(self, assignment: Assignment, feedback: str) -> None:
+        if not assignment.mturk_assignment_id:
+            return
+        params: dict[str, Any] = {"AssignmentId": assignment.mturk_assignment_id}
+        if feedback:
+            params["RequesterFeedback"] = feedback[:1024]
+        _call(self.client, "approve_assignment", **params)
+
+    def reject(self, assignment: Assignment, feedback: str) -> None:
+        if not feedback.strip():
+            raise ProviderError("MTurk requires feedback to reject an assignment")
+        if not assignment.mturk_assignment_id:
+            return
+        _call(
+            self.client,
+            "reject_assignment",
+            AssignmentId=assignment.mturk_assignment_id,
+            RequesterFeedback=feedback[:1024],
+        )
+        # MTurk does not reopen a rejected assignment; ask for one more so the unit still gets its answers.
+        hit_id = assignment.mturk_hit_id or assignment.task.mturk_hit_id
+        try:
+            _call(
+                self.client,
+                "create_additional_assignments_for_hit",
+                HITId=hit_id,
+                NumberOfAdditionalAssignments=1,
+                UniqueRequestToken=f"more-{assignment.public_id.hex}",
+            )
+        except ProviderError:
+            log.warning("could not add an assignment to HIT %s after a rejection", hit_id, exc_info=True)
+
+    def bonus(self, assignment: Assignment, amount: Decimal, reason: str) -> None:
+        _call(
+            self.client,
+            "send_bonus",
+            WorkerId=assignment.worker.external_id,
+            BonusAmount=f"{amount:.2f}",
+            AssignmentId=assignment.mturk_assignment_id,
+            Reason=reason,
+            UniqueRequestToken=f"bonus-{assignment.public_id.hex}",
+        )
+
+    def block(self, worker: CrowdWorker, reason: str) -> None:
+        _call(self.client, "create_worker_block", WorkerId=worker.external_id, Reason=reason)
+
+    def list_assignments(self, hit_id: str) -> list[dict[str, Any]]:
+        """Every assignment MTurk holds for `hit_id`, following NextToken through all pages."""
+        params: dict[str, Any] = {"HITId": hit_id, "MaxResults": 100}
+        found: list[dict[str, Any]] = []
+        while True:
+            page = _call(self.client, "list_assignments_for_hit", **params)
+            found.extend(page.get("Assignments", []))
+            if not page.get("NextToken") or not page.get("Assignments"):
+                return found
+            params["NextToken"] = page["NextToken"]
+
+    def remote_assignments(self, batch: Batch) -> Iterator[RemoteAssignment]:
+        """Every assignment MTurk holds for the batch's HITs, one HIT's pages at a time."""
+        for task in batch.tasks.exclude(mturk_hit_id="").order_by("position"):
+            for remote in self.list_assignments(task.mturk_hit_id):
+                yield RemoteAssignment(
+                    external_id=remote["AssignmentId"],
+                    status=_STATUS.get(remote["AssignmentStatus"], remote["AssignmentStatus"]),
+                    feedback=remote.get("RequesterFeedback", ""),
+                )
+
+
+_STATUS = {
+    "Submitted": RemoteAssignment.SUBMITTED,
+    "Approved": RemoteAssignment.APPROVED,
+    "Rejected": RemoteAssignment.REJECTED,
+}

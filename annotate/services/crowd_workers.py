@@ -1,0 +1,55 @@
+"""Crowd workers: created on first sight, blocked here and at their provider."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from django.db import IntegrityError, transaction
+
+from annotate.errors import (
+    InvalidAnswer,
+    ReviewError,
+)
+from annotate.models import Assignment, CrowdWorker
+from annotate.providers import get_provider
+
+log = logging.getLogger(__name__)
+Status = Assignment.Status
+
+
+def crowd_worker_get_or_create(*, provider: str, external_id: str) -> CrowdWorker:
+    """The worker `external_id` of `provider`, created on first sight (safe under concurrent first visits)."""
+    external_id = external_id.strip()
+    if not external_id:
+        raise InvalidAnswer("A worker id is required.")
+    if len(external_id) > 200:
+        raise InvalidAnswer("A worker id has at most 200 characters.")
+    try:
+        with transaction.atomic():
+            worker, _ = CrowdWorker.objects.get_or_create(provider=provider, external_id=external_id)
+    except IntegrityError:
+        worker = CrowdWorker.objects.get(provider=provider, external_id=external_id)
+    return worker
+
+
+def crowd_worker_block(*, worker: CrowdWorker, reason: str) -> CrowdWorker:
+    """Block `worker` here and at their provider; their unsubmitted assignments are returned."""
+    reason = reason.strip()
+    if not reason:
+        raise ReviewError("Blocking needs a reason.")
+    with transaction.atomic():
+        locked = CrowdWorker.objects.select_for_update().get(pk=worker.pk)
+        if not locked.blocked:
+            get_provider(locked.provider).block(locked, reason)
+        locked.blocked = True
+        locked.blocked_reason = reason
+        locked.save(update_fields=["blocked", "blocked_reason"])
+        Assignment.objects.filter(worker=locked, status=Status.ACCEPTED).update(
+            status=Status.RETURNED, slot=None
+        )
+    return locked
+
+
+def random_worker_id() -> str:
+    return f"worker-{random.SystemRandom().randrange(16**8):08x}"

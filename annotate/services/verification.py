@@ -1,0 +1,82 @@
+"""Blind verification batches (NetDissect's human evaluation): does a label describe most of a unit's images,
+with the label's source (people or dissection) hidden from the worker."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from django.db import transaction
+
+from agreement.words import dissection_word
+from annotate.errors import InvalidAnswer
+from annotate.models import Batch, Task
+from annotate.selectors import comparison as comparison_selectors
+from runs.models import Unit
+
+VERIFY_INSTRUCTIONS = (
+    "Look at the highlighted regions of the images. Then say whether the label describes most of them."
+)
+TITLE_MAX = 200
+YES, NO = "yes", "no"
+
+
+def verification_batch_create(
+    *,
+    batch: Batch,
+    title: str = "",
+    assignments_per_task: int | None = None,
+    seed: int = 0,
+    created_by: Any = None,
+) -> Batch:
+    """A draft batch with two verify tasks per unit of `batch` that has both a human consensus word and a
+    dissection label: one shows the consensus, one the dissection label, in a seeded shuffled order.
+
+    Both candidates are shown in the same normalized form (lowercase, lemmatized, Broden suffix dropped) so
+    that nothing in the label tells a worker where it came from. Pay, time limits, images per task and
+    provider are the source batch's.
+    """
+    if not batch.tasks.filter(kind=Task.Kind.LABEL).exists():
+        raise InvalidAnswer(f"Batch {batch.title!r} has no labelling tasks to verify.")
+    consensus = comparison_selectors.batch_consensus_words(batch=batch)
+    candidates: list[tuple[Unit, str, str]] = []
+    for unit in comparison_selectors.batch_units(batch=batch):
+        label, _, _ = comparison_selectors.unit_dissection(unit)
+        if unit.pk in consensus and label is not None:
+            candidates.append((unit, Task.CandidateSource.HUMAN, consensus[unit.pk]))
+            candidates.append((unit, Task.CandidateSource.DISSECTION, dissection_word(label)))
+    if not candidates:
+        raise InvalidAnswer(
+            f"Batch {batch.title!r}: no unit has both a human consensus word and a dissection label yet."
+        )
+    random.Random(seed).shuffle(candidates)
+    per_task = assignments_per_task if assignments_per_task is not None else batch.assignments_per_task
+    with transaction.atomic():
+        verification = Batch(
+            title=(title.strip() or f"Verify labels: {batch.title}")[:TITLE_MAX],
+            instructions=VERIFY_INSTRUCTIONS,
+            provider=batch.provider,
+            assignments_per_task=per_task,
+            images_per_task=batch.images_per_task,
+            reward=batch.reward,
+            assignment_duration=batch.assignment_duration,
+            lifetime=batch.lifetime,
+            prolific_completion_code=batch.prolific_completion_code,
+            created_by=created_by,
+        )
+        verification.full_clean()
+        verification.save()
+        Task.objects.bulk_create(
+            [
+                Task(
+                    batch=verification,
+                    unit=unit,
+                    position=position,
+                    kind=Task.Kind.VERIFY,
+                    candidate_label=label[:200],
+                    candidate_source=source,
+                )
+                for position, (unit, source, label) in enumerate(candidates)
+            ]
+        )
+    return verification

@@ -1,0 +1,160 @@
+"""Network Dissection (Bau, Zhou et al., CVPR 2017): exact, streaming, mergeable over shards of a probe set.
+
+`dissect` below is the whole pipeline; each step is usable on its own so that workers can map-reduce shards:
+
+1. `scan.scan(source, probe, indices)`: ONE forward pass over any subset of image indices. Per layer a
+   `ScanState`: the exact threshold candidates (each unit's top `candidates_needed(n)` raw activations,
+   n = all positions of the whole probe set) and each unit's top-k images by max activation. With
+   `cache_dir` it also writes the layer's float32 activations there (an .npy per layer) so the tally needs
+   no second forward.
+2. `ScanState.merge` (exact, associative) over shards, then `ScanState.thresholds(semantics)`.
+3. `tally.tally(source, probe, thresholds, indices)`: per layer a `TallyState` of integer sums I[k,c], G[c],
+   A[k,cat]; `TallyState.merge` adds them exactly.
+4. `results.finalize(probe, scan_state, tally_state)` → `LayerResult`; `results.write_layer(result, probe,
+   OUT/<layer>, maps)` writes the folder, `maps` giving activation maps for tiles (`ArrayActivations.maps`,
+   `cached_activations`, or `model_maps` when no cache is at hand).
+States save to / load from .npz (no pickles). Map-reduce over workers, e.g.:
+
+    source = ModelActivations(model, [layer]); probe = load_probe_set(root)
+    scans = [scan(source, probe, shard)[layer] for shard in shards]             # anywhere; .save() / .load()
+    thresholds = functools.reduce(ScanState.merge, scans).thresholds("paper")
+    tallies = [tally(source, probe, {layer: thresholds}, shard)[layer] for shard in shards]
+    scan_state = functools.reduce(ScanState.merge, scans)
+    result = finalize(probe, scan_state, functools.reduce(TallyState.merge, tallies))
+    write_layer(result, probe, out / layer, model_maps(source, probe, layer))
+
+Semantics (`paper`, default): T_k = 0.995 quantile (NumPy linear) of unit k's activations over every position
+of every image; M_k = bilinear upsampling (align_corners=False) of the map to sh x sw, > T_k;
+I[k,c] = Σ|M_k ∩ L_c|, G[c] = Σ|L_c|, A[k,cat] = Σ|M_k| over images where a label of primary category cat
+appears; IoU = I / (A[k,cat(c)] + G[c] - I). `netdissect-lite`: T_k = quantile 994/999 (hazen), and A adds
+|M_k| only for images where a label of category cat has a pixel under M_k (or is image-level).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from dissection.broden import ProbeSet, load_probe_set
+from dissection.errors import DissectionError
+from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from dissection.quantile import check_semantics
+from dissection.results import finalize, write_layer
+from dissection.scan import scan
+from dissection.sources import (
+    ActivationSource,
+    ArrayActivations,
+    ModelActivations,
+    Progress,
+    cached_activations,
+)
+from dissection.tally import tally
+
+
+def dissect(
+    probe_set: str | Path,
+    out: str | Path,
+    *,
+    layers: Sequence[str],
+    model: nn.Module | None = None,
+    activations: str | Path | None = None,
+    semantics: str = "paper",
+    topk: int = 20,
+    batch_size: int = 32,
+    device: str = "auto",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    iou_threshold: float = 0.04,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Path]:
+    """Dissect `layers` of `model` (or the precomputed `activations` .npy, one layer name = its folder) on
+    `probe_set`; writes OUT/<layer>/ per layer and returns those folders.
+
+    One forward pass: activations are cached (float32) in a temporary folder under `out` while thresholds are
+    collected, then tallied from the cache. `progress(done, total)` counts images of both passes and tiled
+    units.
+    """
+    check_semantics(semantics)
+    if (model is None) == (activations is None):
+        raise DissectionError("give either a model or precomputed activations")
+    probe = load_probe_set(probe_set)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    source = _source(probe, layers, model, activations, device, mean, std, workers)
+    steps = _Steps(progress, len(probe) * (1 + len(source.layers)))
+    work = Path(tempfile.mkdtemp(prefix=".work-", dir=out))
+    try:
+        cache = work / "cache"  # a model's activations: the tally and the tiles need no second forward
+        scans = scan(
+            source,
+            probe,
+            topk=topk,
+            batch_size=batch_size,
+            cache_dir=cache if isinstance(source, ModelActivations) else None,
+            progress=steps.report,
+        )
+        steps.done(len(probe), more=sum(state.num_units for state in scans.values()))
+        written = {}
+        for layer in source.layers:
+            thresholds = scans[layer].thresholds(semantics)
+            arrays = (
+                source
+                if isinstance(source, ArrayActivations)
+                else cached_activations(cache, layer, probe, device=device)
+            )
+            counts = tally(
+                arrays,
+                probe,
+                {layer: thresholds},
+                semantics=semantics,
+                batch_size=batch_size,
+                workers=workers,
+                progress=steps.report,
+            )[layer]
+            steps.done(len(probe))
+            result = finalize(probe, scans[layer], counts, iou_threshold=iou_threshold)
+            written[layer] = write_layer(result, probe, out / layer, arrays.maps, progress=steps.report)
+            steps.done(scans[layer].num_units)
+        return written
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _source(
+    probe: ProbeSet,
+    layers: Sequence[str],
+    model: nn.Module | None,
+    activations: str | Path | None,
+    device: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    workers: int | None,
+) -> ActivationSource:
+    if model is not None:
+        return ModelActivations(model, layers, device=device, mean=mean, std=std, workers=workers)
+    if len(layers) != 1:
+        raise DissectionError("with precomputed activations, name exactly one --layer (the output folder)")
+    assert activations is not None
+    return ArrayActivations(activations, layers[0], probe, device=device)
+
+
+class _Steps:
+    """One `progress(done, total)` over all passes: images of the scan and of each tally, then tiled units."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.offset = progress, total, 0
+
+    def report(self, done: int, _total: int) -> None:
+        if self.progress:
+            self.progress(self.offset + done, self.total)
+
+    def done(self, count: int, *, more: int = 0) -> None:
+        """A step of `count` is complete; `more` is work it discovered (units to tile, known after the
+        scan)."""
+        self.offset += count
+        self.total += more

@@ -1,0 +1,188 @@
+"""What was dissected: probe sets, networks, runs, the shards a run advances through, and the units it found.
+
+A unit is one channel of a layer. `Unit.channel` is its 0-based channel index, the number pages, exports and
+the API use; NetDissect's `tally.csv` numbers the same unit `channel + 1` in its `unit` column.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+class Readiness(models.TextChoices):
+    """Whether a registered network or probe set was checked by a worker (or by the command that
+    registered it)."""
+
+    PENDING = "pending", "Being checked"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class ProbeSet(models.Model):
+    """A folder (local path or s3:// prefix) of images with concept masks that units are dissected on."""
+
+    name = models.CharField(max_length=200, unique=True)
+    path = models.CharField(max_length=1000, help_text="Local folder or s3://bucket/prefix")
+    image_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Readiness.choices, default=Readiness.READY)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Network(models.Model):
+    """A CNN to dissect: an architecture name plus either a state-dict checkpoint or a TorchScript file.
+
+    `layers` holds the model's layer names, read once when it is registered, so that launching a run checks
+    layer names without loading the model in a web request."""
+
+    name = models.CharField(max_length=200, unique=True)
+    architecture = models.CharField(max_length=100)
+    weights = models.FileField(upload_to="networks/weights/", null=True, blank=True)
+    torchscript = models.FileField(upload_to="networks/torchscript/", null=True, blank=True)
+    layers = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Readiness.choices, default=Readiness.READY)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DissectionRun(models.Model):
+    """One dissection of some layers of a network on a probe set, or a set of imported units (no network)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        FAILED = "failed", "Failed"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+
+    name = models.CharField(max_length=200, unique=True)
+    network = models.ForeignKey(Network, null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
+    probe_set = models.ForeignKey(
+        ProbeSet, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
+    layers = models.JSONField(default=list, blank=True)
+    semantics = models.CharField(max_length=100, blank=True, help_text="Concept source, e.g. broden")
+    topk = models.PositiveIntegerField(default=20)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    eta_seconds = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    shards_total = models.PositiveIntegerField(default=0)
+    shards_done = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True, help_text="Per-layer report paths")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__gte=0.0) & Q(progress__lte=1.0), name="run_progress_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Unit(models.Model):
+    """One channel of one layer; label, concept category and IoU stay empty until a dissection fills them."""
+
+    run = models.ForeignKey(DissectionRun, on_delete=models.CASCADE, related_name="units")
+    layer = models.CharField(max_length=200)
+    channel = models.PositiveIntegerField(help_text="0-based channel index (tally.csv's unit is channel + 1)")
+    label = models.CharField(max_length=200, blank=True, help_text="Automatic label (best concept)")
+    concept_category = models.CharField(
+        max_length=50, blank=True, help_text="Probe-set category of the automatic label (object, part, ...)"
+    )
+    iou = models.FloatField(null=True, blank=True)
+    interpretable = models.BooleanField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    top_concepts = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["run_id", "layer", "channel"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "layer", "channel"], name="unit_unique_per_run")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run.name}/{self.layer}#{self.channel}"
+
+
+class UnitImage(models.Model):
+    """A top-activating image of a unit, the activated region highlighted (outside at 20% brightness)."""
+
+    unit = models.ForeignKey(Unit, on_delete=models.CASCADE, related_name="images")
+    rank = models.PositiveIntegerField(help_text="0 = highest activation")
+    image = models.FileField(upload_to="units/")
+    max_activation = models.FloatField(null=True, blank=True)
+    source_image = models.CharField(max_length=1000, blank=True)
+
+    class Meta:
+        ordering = ["unit_id", "rank"]
+        constraints = [models.UniqueConstraint(fields=["unit", "rank"], name="unit_image_unique_rank")]
+
+    def __str__(self) -> str:
+        return f"{self.unit} rank {self.rank}"
+
+
+class Shard(models.Model):
+    """One step of a run's map-reduce, advanced by the pipeline in this order: scan shards over images
+    [start, stop) of the probe set, one merge of the scans, tally shards over the same slices, one merge of
+    the tallies, one render per layer, one publish. Unique per (run, phase, layer, index), so a repeated
+    delivery finds its own row and never counts twice; `deliveries` caps redeliveries after worker crashes."""
+
+    class Phase(models.TextChoices):
+        SCAN = "scan", "Scan"
+        MERGE_SCAN = "merge_scan", "Merge scans"
+        TALLY = "tally", "Tally"
+        MERGE_TALLY = "merge_tally", "Merge tallies"
+        RENDER = "render", "Render"
+        PUBLISH = "publish", "Publish"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    run = models.ForeignKey(DissectionRun, on_delete=models.CASCADE, related_name="shards")
+    phase = models.CharField(max_length=16, choices=Phase.choices)
+    layer = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Render shards only; the other phases cover every layer of the run",
+    )
+    index = models.PositiveIntegerField()
+    start = models.PositiveIntegerField(default=0)
+    stop = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    deliveries = models.PositiveIntegerField(default=0)
+    progress = models.FloatField(default=0.0)
+    result_keys = models.JSONField(default=dict, blank=True, help_text="Storage key of the result per layer")
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the broker last took this shard; empty while it never did"
+    )
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last start, progress report or release")
+
+    class Meta:
+        ordering = ["run_id", "phase", "layer", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "phase", "layer", "index"], name="shard_unique_per_run")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}/{self.phase}/{self.layer or '*'}#{self.index}"

@@ -1,0 +1,238 @@
+"""What a worker computes for each shard row of a run; `runs.services` records the outcome.
+
+scan shard    → runs/<id>/<layer>/scan/shard-<i>.npz (ScanState per layer)
+merge_scan    → runs/<id>/<layer>/scan/merged.npz and scan/thresholds.npy (what every tally shard needs)
+tally shard   → runs/<id>/<layer>/tally/shard-<i>.npz (TallyState per layer)
+merge_tally   → runs/<id>/<layer>/tally/merged.npz
+render shard  → runs/<id>/<layer>/report/ (result.json, tally.csv, tiles, strips, report.html)
+publish       → the run's units and unit images, in one transaction
+Keys are deterministic, so a repeated shard rewrites the same files; each step reads and writes storage
+before it records its result, never under the run's lock.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from django.core.files.storage import default_storage
+from django.db import InterfaceError, OperationalError
+from torch import nn
+
+from dissection.broden import ProbeSet, load_probe_set
+from dissection.errors import DissectionError
+from dissection.results import finalize, write_layer
+from dissection.scan import scan
+from dissection.sources import ModelActivations
+from dissection.states import ScanState, TallyState
+from dissection.tally import tally
+from runs import services
+from runs.errors import RunStopped
+from runs.models import DissectionRun, Shard
+from runs.networks import network_model
+from runs.storage import (
+    fetch,
+    merged_key,
+    probe_set_root,
+    report_prefix,
+    shard_key,
+    store_bytes,
+    store_file,
+    store_tree,
+    thresholds_key,
+)
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 32
+Phase = Shard.Phase
+Progress = Callable[[int, int], None]
+State = TypeVar("State", ScanState, TallyState)
+
+
+def _load_thresholds(key: str) -> np.ndarray:
+    with default_storage.open(key, "rb") as handle:
+        return np.load(io.BytesIO(handle.read()), allow_pickle=False)
+
+
+def _run_probe(run_id: int) -> tuple[DissectionRun, nn.Module, ProbeSet]:
+    """The run, its network's model and its probe set (a launched run always has both)."""
+    run = DissectionRun.objects.select_related("network", "probe_set").get(pk=run_id)
+    assert run.network is not None and run.probe_set is not None, f"run {run_id} was launched without them"
+    return run, network_model(run.network), load_probe_set(probe_set_root(run.probe_set))
+
+
+def save_state(state: ScanState | TallyState, key: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "state.npz"
+        state.save(path)
+        return store_file(key, path)
+
+
+def load_state(kind: type[State], key: str) -> State:
+    with tempfile.TemporaryDirectory() as tmp:
+        return kind.load(fetch(key, Path(tmp) / "state.npz"))
+
+
+def _scan(work: services.ShardWork, progress: Progress) -> dict[str, str]:
+    run, model, probe = _run_probe(work.run_id)
+    source = ModelActivations(model, run.layers, workers=0)
+    states = scan(
+        source,
+        probe,
+        np.arange(work.start, work.stop),
+        topk=run.topk,
+        batch_size=BATCH_SIZE,
+        progress=progress,
+    )
+    return {
+        layer: save_state(state, shard_key(run.pk, layer, Phase.SCAN, work.index))
+        for layer, state in states.items()
+    }
+
+
+def _tally(work: services.ShardWork, progress: Progress) -> dict[str, str]:
+    run, model, probe = _run_probe(work.run_id)
+    thresholds = {layer: _load_thresholds(thresholds_key(run.pk, layer)) for layer in run.layers}
+    source = ModelActivations(model, run.layers, workers=0)
+    states = tally(
+        source,
+        probe,
+        thresholds,
+        np.arange(work.start, work.stop),
+        semantics=run.semantics,
+        batch_size=BATCH_SIZE,
+        workers=0,
+        progress=progress,
+    )
+    return {
+        layer: save_state(state, shard_key(run.pk, layer, Phase.TALLY, work.index))
+        for layer, state in states.items()
+    }
+
+
+def _merged(kind: type[State], keys: list[str]) -> State:
+    """The exact merge of the shard states at `keys`, in shard order."""
+    merged = load_state(kind, keys[0])
+    for key in keys[1:]:
+        merged = merged.merge(load_state(kind, key))
+    return merged
+
+
+def _merge(work: services.ShardWork, progress: Progress) -> dict[str, str]:
+    """Merge every shard state of the phase before, per layer; the scans also give the tally's thresholds."""
+    merged_phase = Phase.SCAN if work.phase == Phase.MERGE_SCAN else Phase.TALLY
+    run = DissectionRun.objects.get(pk=work.run_id)
+    results = list(
+        Shard.objects.filter(run_id=run.pk, phase=merged_phase)
+        .order_by("index")
+        .values_list("result_keys", flat=True)
+    )
+    keys = {}
+    for done, layer in enumerate(run.layers):
+        shard_keys = [result[layer] for result in results]
+        if merged_phase == Phase.SCAN:
+            scans = _merged(ScanState, shard_keys)
+            keys[layer] = save_state(scans, merged_key(run.pk, layer, merged_phase))
+            buffer = io.BytesIO()
+            np.save(buffer, scans.thresholds(run.semantics))
+            store_bytes(thresholds_key(run.pk, layer), buffer.getvalue())
+        else:
+            keys[layer] = save_state(_merged(TallyState, shard_keys), merged_key(run.pk, layer, merged_phase))
+        progress(done + 1, len(run.layers))
+    return keys
+
+
+def layer_maps(model: nn.Module, probe: ProbeSet, layer: str) -> Callable[[np.ndarray], np.ndarray]:
+    """`maps(indices)` for tiles: the layer's activations of those images, one forward per batch."""
+    source = ModelActivations(model, [layer], workers=0)
+
+    def maps(indices: np.ndarray) -> np.ndarray:
+        parts = [
+            outputs[layer].cpu().numpy()
+            for _, outputs in source.batches(probe, np.asarray(indices, np.int64), batch_size=BATCH_SIZE)
+        ]
+        return np.concatenate(parts)
+
+    return maps
+
+
+def _render(work: services.ShardWork, progress: Progress) -> dict[str, str]:
+    run, model, probe = _run_probe(work.run_id)
+    scan_state = load_state(ScanState, merged_key(run.pk, work.layer, Phase.SCAN))
+    tally_state = load_state(TallyState, merged_key(run.pk, work.layer, Phase.TALLY))
+    result = finalize(probe, scan_state, tally_state)
+    prefix = report_prefix(run.pk, work.layer)
+    with tempfile.TemporaryDirectory() as tmp:
+        maps = layer_maps(model, probe, work.layer)
+        folder = write_layer(result, probe, Path(tmp) / work.layer, maps, progress=progress)
+        store_tree(prefix, folder)
+    return {work.layer: prefix}
+
+
+def _rendered_layers(run_id: int) -> list[services.PublishedLayer]:
+    layers = []
+    for keys in (
+        Shard.objects.filter(run_id=run_id, phase=Phase.RENDER)
+        .order_by("layer")
+        .values_list("result_keys", flat=True)
+    ):
+        for layer, prefix in keys.items():
+            with default_storage.open(f"{prefix}/result.json", "rb") as handle:
+                layers.append(services.PublishedLayer(layer, json.load(handle), prefix))
+    return layers
+
+
+COMPUTE: dict[str, Callable[[services.ShardWork, Progress], dict[str, str]]] = {
+    Phase.SCAN: _scan,
+    Phase.MERGE_SCAN: _merge,
+    Phase.TALLY: _tally,
+    Phase.MERGE_TALLY: _merge,
+    Phase.RENDER: _render,
+}
+
+
+def shard_run(shard_id: int, *, count_delivery: bool = True) -> None:
+    """Compute one shard once and record it; recording the last shard of a phase starts the next phase.
+
+    A delivery of a shard already done does nothing: completing and advancing are one transaction. A database
+    error propagates (the task retries it) instead of failing the run: the run did nothing wrong."""
+    work = services.shard_start(shard_id=shard_id, count_delivery=count_delivery)
+    if work is None or work.done:
+        return
+    try:
+        if work.phase == Phase.PUBLISH:
+            services.run_publish(work=work, layers=_rendered_layers(work.run_id))
+            return
+        keys = COMPUTE[work.phase](work, services.shard_progress_reporter(work=work))
+    except (OperationalError, InterfaceError):
+        raise
+    except RunStopped:
+        logger.info("shard %s dropped: its run stopped", shard_id)
+        services.shard_release(work=work)
+        return
+    except DissectionError as exc:
+        services.run_fail(run_id=work.run_id, error=f"{services.shard_title(work)}: {exc}")
+        services.shard_release(work=work)
+        return
+    except Exception as exc:
+        logger.exception("shard %s failed", shard_id)
+        services.run_fail(
+            run_id=work.run_id, error=f"{services.shard_title(work)}: {type(exc).__name__}: {exc}"
+        )
+        services.shard_release(work=work)
+        return
+    services.shard_complete(work=work, result_keys=keys)
+
+
+def torch_threads(count: int | None) -> None:
+    """Limit torch's intra-op threads (one per worker process makes a fair scale benchmark)."""
+    if count:
+        torch.set_num_threads(count)

@@ -1,0 +1,79 @@
+"""Reads for dissection runs: what the run pages and the status endpoint show."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.db.models import Count, QuerySet
+
+from runs.models import DissectionRun, Network, ProbeSet, Unit
+
+
+def run_status(*, run: DissectionRun) -> dict[str, Any]:
+    """The JSON the run page polls: status, progress (0..1), ETA, error, shard counts."""
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_display": run.get_status_display(),
+        "progress": round(run.progress, 4),
+        "percent": int(run.progress * 100),
+        "eta_seconds": run.eta_seconds,
+        "error": run.error,
+        "shards_done": run.shards_done,
+        "shards_total": run.shards_total,
+        "waits_for_broker": run_waits_for_broker(run=run),
+        "finished": run.status
+        in (DissectionRun.Status.DONE, DissectionRun.Status.FAILED, DissectionRun.Status.CANCELLED),
+    }
+
+
+def run_reports(*, run: DissectionRun) -> list[tuple[str, str]]:
+    """(layer, URL of its report.html) for every rendered layer of a finished run."""
+    return [(layer, default_storage.url(run.report[layer])) for layer in run.layers if layer in run.report]
+
+
+def run_units(*, run: DissectionRun) -> QuerySet[Unit]:
+    return run.units.prefetch_related("images").order_by("layer", "-iou", "channel")
+
+
+def run_cam_gallery(*, run: DissectionRun) -> list[dict[str, Any]]:
+    """The CAM gallery entries with overlay URLs, or [] when none was built."""
+    key = run.report.get("cam")
+    if not key or not default_storage.exists(key):
+        return []
+    with default_storage.open(key, "rb") as handle:
+        entries = json.load(handle)
+    for entry in entries:
+        entry["overlay_url"] = default_storage.url(entry["overlay"])
+    return entries
+
+
+def networks_overview() -> QuerySet[Network]:
+    return Network.objects.order_by("name")
+
+
+def probe_sets_overview() -> QuerySet[ProbeSet]:
+    return ProbeSet.objects.order_by("name")
+
+
+def runs_overview() -> QuerySet[DissectionRun]:
+    return (
+        DissectionRun.objects.select_related("network", "probe_set")
+        .annotate(unit_count=Count("units"))
+        .order_by("-created_at")
+    )
+
+
+def run_layers(*, run: DissectionRun) -> list[str]:
+    """The layers that hold units (an imported run's layers come from its unit folders)."""
+    return list(run.units.order_by("layer").values_list("layer", flat=True).distinct())
+
+
+def run_waits_for_broker(*, run: DissectionRun) -> bool:
+    """Whether some pending shard of an active run was never taken by the broker (it was down)."""
+    return (
+        run.status in (DissectionRun.Status.QUEUED, DissectionRun.Status.RUNNING)
+        and run.shards.filter(status="pending", queued_at__isnull=True).exists()
+    )

@@ -1,0 +1,768 @@
+"""Writes for dissection runs: register networks and probe sets, launch and cancel runs, import units, and
+the state transitions of a run's shards (start, progress, complete, publish, fail).
+
+A run is a pipeline of shard rows: `scan` shards over slices of the probe set, one `merge_scan`, `tally`
+shards over the same slices, one `merge_tally`, one `render` per layer, one `publish`. Completing the last
+shard of a phase creates the next phase's rows in the same transaction, so a run advances exactly once however
+many workers finish together. Every transition locks the run row and does no storage I/O while it holds it;
+tasks are enqueued only after their rows commit (`transaction.on_commit`) and carry ids, never objects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+from PIL import Image, UnidentifiedImageError
+
+from dissection.errors import DissectionError
+from runs.errors import ImportUnitsError, RunError, RunStopped
+from runs.models import (
+    DissectionRun,
+    Network,
+    ProbeSet,
+    Readiness,
+    Shard,
+    Unit,
+    UnitImage,
+)
+
+logger = logging.getLogger(__name__)
+
+Status = DissectionRun.Status
+Phase = Shard.Phase
+ACTIVE = (Status.QUEUED, Status.RUNNING)
+PROGRESS_INTERVAL_S = 0.5
+Registered = TypeVar("Registered", Network, ProbeSet)
+NEXT_PHASE = {
+    Phase.SCAN: Phase.MERGE_SCAN,
+    Phase.MERGE_SCAN: Phase.TALLY,
+    Phase.TALLY: Phase.MERGE_TALLY,
+    Phase.MERGE_TALLY: Phase.RENDER,
+    Phase.RENDER: Phase.PUBLISH,
+}
+
+
+# --- registration ------------------------------------------------------------------------------------------
+
+
+def _name_free(model: type[Network] | type[ProbeSet], name: str, what: str) -> None:
+    """Refuse a taken name; a registration that failed its check gives its name back."""
+    existing = model.objects.filter(name=name).first()
+    if existing is None:
+        return
+    if existing.status != Readiness.FAILED or existing.runs.exists():
+        raise RunError(f"Name: a {what} called {name!r} exists already.")
+    if isinstance(existing, Network):
+        _network_delete_files(existing)
+    existing.delete()
+
+
+def _network_delete_files(network: Network) -> None:
+    for field in (network.weights, network.torchscript):
+        if field:
+            field.delete(save=False)
+
+
+def network_register(
+    *,
+    name: str,
+    architecture: str,
+    weights: File | None = None,
+    torchscript: File | None = None,
+    inspect_now: bool = False,
+) -> Network:
+    """A network from an architecture name plus a state-dict checkpoint, or from a TorchScript file.
+
+    The model is loaded once, to refuse a bad file and to record its layer names: by a worker (the page
+    returns at once, the network shows "being checked") or, with `inspect_now`, here (the command line),
+    where a bad file raises RunError and leaves nothing behind."""
+    name, architecture = name.strip(), architecture.strip()
+    if not name:
+        raise RunError("Name: a network needs a name.")
+    if (weights is None) == (torchscript is None):
+        raise RunError("Files: give either a weights file (with its architecture) or a TorchScript file.")
+    if weights is not None and not architecture:
+        raise RunError("Architecture: name the architecture of the weights, e.g. toy or resnet18.")
+    with transaction.atomic():
+        _name_free(Network, name, "network")
+        network = Network(name=name, architecture=architecture or "torchscript", status=Readiness.PENDING)
+        if weights is not None:
+            network.weights.save(Path(weights.name or "weights.pt").name, weights, save=False)
+        if torchscript is not None:
+            network.torchscript.save(Path(torchscript.name or "model.pt").name, torchscript, save=False)
+        network.save()
+    _check(network, now=inspect_now, field="Network")
+    return network
+
+
+def network_inspect(*, network_id: int) -> None:
+    """Load the network once and record its layer names, or the reason it cannot be loaded."""
+    from runs.networks import network_layers
+
+    _record_check(Network, network_id, lambda network: {"layers": network_layers(network)}, {"layers": []})
+
+
+def probe_set_register(*, name: str, path: str, inspect_now: bool = False) -> ProbeSet:
+    """A Broden-format probe set from a local folder (shared by the workers) or an s3://bucket/prefix.
+
+    Reading it (and downloading an S3 prefix) is a worker's job, as for networks; `inspect_now` does it
+    here."""
+    name, path = name.strip(), path.strip()
+    if not name:
+        raise RunError("Name: a probe set needs a name.")
+    if not path:
+        raise RunError("Path: give a folder or an s3://bucket/prefix.")
+    if not path.startswith("s3://"):
+        path = str(Path(path).expanduser().resolve())
+    with transaction.atomic():
+        _name_free(ProbeSet, name, "probe set")
+        probe_set = ProbeSet.objects.create(name=name, path=path, status=Readiness.PENDING)
+    _check(probe_set, now=inspect_now, field="Path")
+    return probe_set
+
+
+def probe_set_inspect(*, probe_set_id: int) -> None:
+    """Read the probe set's index (downloading an S3 prefix first) and record its size or what is wrong."""
+    from dissection.broden import load_probe_set
+    from runs.storage import probe_set_root
+
+    _record_check(
+        ProbeSet,
+        probe_set_id,
+        lambda probe_set: {"image_count": len(load_probe_set(probe_set_root(probe_set)))},
+        {"image_count": 0},
+    )
+
+
+def _record_check(
+    model: type[Registered], pk: int, measure: Callable[[Any], dict[str, Any]], unknown: dict[str, Any]
+) -> None:
+    """Record what `measure` finds (the object is ready) or why it failed (the object failed)."""
+    try:
+        found, error = measure(model.objects.get(pk=pk)), ""
+    except DissectionError as exc:
+        found, error = unknown, str(exc)
+    status = Readiness.FAILED if error else Readiness.READY
+    model.objects.filter(pk=pk).update(**found, error=error, status=status)
+
+
+def _check(thing: Network | ProbeSet, *, now: bool, field: str) -> None:
+    """Hand the check to a worker once the row is committed, or (`now`, the commands) do it here: then a
+    failure raises RunError naming `field` and leaves nothing behind."""
+    kind = "network" if isinstance(thing, Network) else "probe_set"
+    if not now:
+        transaction.on_commit(lambda: _send(f"{kind}_inspect", thing.pk))
+        return
+    if isinstance(thing, Network):
+        network_inspect(network_id=thing.pk)
+    else:
+        probe_set_inspect(probe_set_id=thing.pk)
+    thing.refresh_from_db()
+    if thing.status == Readiness.FAILED:
+        if isinstance(thing, Network):
+            _network_delete_files(thing)
+        thing.delete()
+        raise RunError(f"{field}: {thing.error}")
+
+
+def _send(task: str, *args: object) -> bool:
+    """Queue one of `runs.tasks` by name (routed by CELERY_TASK_ROUTES), so that this module, which the
+    tasks call, never imports them back. False when the broker is unreachable: the rows are committed, and
+    `runs_sweep` (Celery beat, or `manage.py sweep_runs`) queues them once the broker is back."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from workers.app import app
+
+    try:
+        app.send_task(f"runs.tasks.{task}", args=args)
+    except BrokerError:
+        logger.warning("broker unreachable: runs.tasks.%s%s is left for the sweep", task, args, exc_info=True)
+        return False
+    return True
+
+
+def _lock_run(run_id: int) -> DissectionRun:
+    """Lock the run row for this transaction and return it. The lock is taken by a write, so that SQLite
+    (whose SELECT ... FOR UPDATE is a no-op) also serializes writers here instead of failing an upgrade."""
+    DissectionRun.objects.select_for_update().filter(pk=run_id).update(status=F("status"))
+    return DissectionRun.objects.get(pk=run_id)
+
+
+# --- launch and cancel -------------------------------------------------------------------------------------
+
+
+def _enqueue(shard_ids: Sequence[int]) -> bool:
+    """Queue the shards and note when the broker took each; False when it could not take them all."""
+    sent = [shard_id for shard_id in shard_ids if _send("dissect_shard", shard_id)]
+    Shard.objects.filter(pk__in=sent).update(queued_at=timezone.now())
+    return len(sent) == len(shard_ids)
+
+
+def _check_ready(thing: Network | ProbeSet, what: str) -> None:
+    if thing.status == Readiness.PENDING:
+        raise RunError(f"{what.capitalize()}: {thing.name!r} is still being checked; try again in a moment.")
+    if thing.status == Readiness.FAILED:
+        raise RunError(f"{what.capitalize()}: {thing.name!r} could not be read: {thing.error}")
+
+
+def run_launch(
+    *,
+    name: str,
+    network: Network,
+    probe_set: ProbeSet,
+    layers: Sequence[str],
+    shard_size: int = 64,
+    topk: int = 20,
+    semantics: str = "paper",
+    created_by: Any = None,
+) -> DissectionRun:
+    """A queued run with its scan shards (slices of `shard_size` images); they are enqueued on commit.
+
+    Layer names are checked against the names recorded at registration; the model is not loaded here."""
+    name = name.strip()
+    layers = list(dict.fromkeys(layer.strip() for layer in layers if layer.strip()))
+    if not name:
+        raise RunError("Name: a run needs a name.")
+    if DissectionRun.objects.filter(name=name).exists():
+        raise RunError(f"Name: a run called {name!r} exists already.")
+    if not layers:
+        raise RunError("Layers: name at least one layer to dissect.")
+    from dissection.quantile import SEMANTICS
+
+    if semantics not in SEMANTICS:
+        raise RunError(f"Semantics: {semantics!r} is not one of {', '.join(SEMANTICS)}.")
+    if shard_size < 1 or topk < 1:
+        raise RunError("Shard size and top-k must be positive.")
+    _check_ready(network, "network")
+    _check_ready(probe_set, "probe set")
+    if probe_set.image_count < 1:
+        raise RunError(f"Probe set: {probe_set.name!r} holds no images.")
+    unknown = [layer for layer in layers if network.layers and layer not in network.layers]
+    if unknown:
+        shown = ", ".join(network.layers[:60]) + (", …" if len(network.layers) > 60 else "")
+        raise RunError(
+            f"Layers: network {network.name!r} has no layer {', '.join(map(repr, unknown))}; "
+            f"its layers: {shown}"
+        )
+    count = math.ceil(probe_set.image_count / shard_size)
+    with transaction.atomic():
+        run = DissectionRun.objects.create(
+            name=name,
+            network=network,
+            probe_set=probe_set,
+            layers=layers,
+            semantics=semantics,
+            topk=topk,
+            shards_total=2 * count + len(layers) + 3,
+            created_by=created_by,
+        )
+        Shard.objects.bulk_create(
+            [
+                Shard(
+                    run=run,
+                    phase=Phase.SCAN,
+                    index=i,
+                    start=i * shard_size,
+                    stop=min((i + 1) * shard_size, probe_set.image_count),
+                )
+                for i in range(count)
+            ]
+        )
+        ids = list(Shard.objects.filter(run=run).order_by("index").values_list("pk", flat=True))
+    # After the commit, so a worker always finds the rows; a broker that is down leaves a queued run that the
+    # sweep hands to the workers later (`selectors.run_waits_for_broker`), never a half-made one.
+    _enqueue(ids)
+    return run
+
+
+def run_cancel(*, run: DissectionRun) -> DissectionRun:
+    """Stop a queued or running run: its shards are dropped when a worker picks or reports them, and no
+    units are published."""
+    with transaction.atomic():
+        locked = _lock_run(run.pk)
+        if locked.status not in ACTIVE:
+            raise RunError(f"A {locked.get_status_display().lower()} run cannot be cancelled.")
+        locked.status = Status.CANCELLED
+        locked.eta_seconds = None
+        locked.finished_at = timezone.now()
+        locked.save(update_fields=["status", "eta_seconds", "finished_at"])
+    return locked
+
+
+def run_fail(*, run_id: int, error: str) -> None:
+    """Mark an active run failed with `error` (the first error wins; a cancelled run stays cancelled)."""
+    with transaction.atomic():
+        DissectionRun.objects.select_for_update().filter(pk=run_id, status__in=ACTIVE).update(
+            status=Status.FAILED, error=error[:5000], eta_seconds=None, finished_at=timezone.now()
+        )
+
+
+# --- shard transitions (called by the pipeline) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """What a worker needs to compute one shard (plain values, read under the run's lock)."""
+
+    shard_id: int
+    run_id: int
+    phase: str
+    layer: str
+    index: int
+    start: int
+    stop: int
+    done: bool
+
+
+def shard_start(*, shard_id: int, count_delivery: bool = True) -> ShardWork | None:
+    """Count a delivery and mark the run running; None when the shard must not run (run stopped, or too many
+    deliveries: then the run fails). A shard already done comes back with `done` set. A task's own retry
+    after a database error (`count_delivery=False`) is not a new delivery."""
+    run_id = Shard.objects.values_list("run_id", flat=True).get(pk=shard_id)
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        if run.status not in ACTIVE:
+            return None
+        shard = Shard.objects.select_for_update().get(pk=shard_id)
+        work = ShardWork(
+            shard.pk,
+            run.pk,
+            shard.phase,
+            shard.layer,
+            shard.index,
+            shard.start,
+            shard.stop,
+            shard.status == Shard.Status.DONE,
+        )
+        if work.done:
+            return work
+        shard.deliveries += int(count_delivery)
+        if shard.deliveries > settings.SHARD_MAX_DELIVERIES:
+            run.status, run.finished_at, run.eta_seconds = Status.FAILED, timezone.now(), None
+            run.error = (
+                f"{shard_title(shard)} was delivered {shard.deliveries} times (its worker died each "
+                f"time; limit SHARD_MAX_DELIVERIES={settings.SHARD_MAX_DELIVERIES})"
+            )
+            run.save(update_fields=["status", "finished_at", "eta_seconds", "error"])
+            shard.save(update_fields=["deliveries", "updated_at"])
+            return None
+        shard.status = Shard.Status.RUNNING
+        shard.save(update_fields=["deliveries", "status", "updated_at"])
+        if run.status == Status.QUEUED:
+            run.status, run.started_at = Status.RUNNING, timezone.now()
+            run.save(update_fields=["status", "started_at"])
+    return work
+
+
+def shard_title(shard: Shard | ShardWork) -> str:
+    """How errors name a shard: "scan shard 1 (images 48-95)", "render shard of layer 'conv4'",
+    "merge scans step"."""
+    if shard.phase == Phase.RENDER:
+        return f"render shard of layer {shard.layer!r}"
+    if shard.phase in (Phase.SCAN, Phase.TALLY):
+        return f"{shard.phase} shard {shard.index} (images {shard.start}-{shard.stop - 1})"
+    return f"{Phase(shard.phase).label.lower()} step"
+
+
+def shard_progress_reporter(*, work: ShardWork) -> Callable[[int, int], None]:
+    """A `progress(done, total)` callback for the engine: raises RunStopped once the run is no longer active,
+    and at most every PROGRESS_INTERVAL_S writes the shard's fraction and the run's % and ETA."""
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        status = DissectionRun.objects.filter(pk=work.run_id).values_list("status", flat=True).first()
+        if status not in ACTIVE:
+            raise RunStopped(f"run {work.run_id} is {status}")
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_INTERVAL_S and done < total:
+            return
+        last[0] = now
+        Shard.objects.filter(pk=work.shard_id, status=Shard.Status.RUNNING).update(
+            progress=min(1.0, done / max(total, 1)), updated_at=timezone.now()
+        )
+        _run_update_progress(work.run_id)
+
+    return report
+
+
+def _run_update_progress(run_id: int) -> None:
+    run = DissectionRun.objects.filter(pk=run_id).only("shards_total", "started_at", "status").first()
+    if run is None or run.status not in ACTIVE or not run.shards_total:
+        return
+    done = Shard.objects.filter(run_id=run_id).aggregate(total=Sum("progress"))["total"] or 0.0
+    progress = min(0.999, done / run.shards_total)
+    eta = None
+    if run.started_at and progress > 0.01:
+        elapsed = (timezone.now() - run.started_at).total_seconds()
+        eta = int(elapsed * (1 - progress) / progress)
+    DissectionRun.objects.filter(pk=run_id, status__in=ACTIVE).update(progress=progress, eta_seconds=eta)
+
+
+def shard_release(*, work: ShardWork) -> None:
+    """A shard given up (its run stopped, or it failed) goes back to pending, with nothing recorded."""
+    Shard.objects.filter(pk=work.shard_id, status=Shard.Status.RUNNING).update(
+        status=Shard.Status.PENDING, progress=0.0, updated_at=timezone.now()
+    )
+
+
+def _mark_done(run: DissectionRun, shard_id: int, result_keys: dict[str, str]) -> bool:
+    shard = Shard.objects.select_for_update().get(pk=shard_id)
+    if shard.status == Shard.Status.DONE:
+        return False
+    shard.status, shard.progress, shard.result_keys = Shard.Status.DONE, 1.0, result_keys
+    shard.save(update_fields=["status", "progress", "result_keys", "updated_at"])
+    DissectionRun.objects.filter(pk=run.pk).update(shards_done=F("shards_done") + 1)
+    return True
+
+
+def shard_complete(*, work: ShardWork, result_keys: dict[str, str]) -> bool:
+    """Record a computed shard once and, when it was the last of its phase, create the next phase's shards
+    (enqueued on commit). False when it was already done: a repeated delivery never counts twice."""
+    with transaction.atomic():
+        run = _lock_run(work.run_id)
+        if not _mark_done(run, work.shard_id, result_keys):
+            return False
+        if run.status in ACTIVE and phase_complete(run=run, phase=work.phase):
+            ids = _phase_create(run, NEXT_PHASE[Phase(work.phase)])
+            transaction.on_commit(lambda: _enqueue(ids))
+    _run_update_progress(work.run_id)
+    return True
+
+
+def phase_complete(*, run: DissectionRun, phase: str) -> bool:
+    """Whether every shard of `phase` is done (render: one per layer of the run)."""
+    shards = Shard.objects.filter(run_id=run.pk, phase=phase)
+    expected = len(run.layers) if phase == Phase.RENDER else shards.count()
+    return shards.count() == expected and not shards.exclude(status=Shard.Status.DONE).exists()
+
+
+def _phase_create(run: DissectionRun, phase: Phase) -> list[int]:
+    """The shard rows of `phase` (unique per run, so creating them twice is impossible)."""
+    if phase == Phase.TALLY:
+        scans = Shard.objects.filter(run_id=run.pk, phase=Phase.SCAN).order_by("index")
+        rows = [Shard(run=run, phase=phase, index=s.index, start=s.start, stop=s.stop) for s in scans]
+    elif phase == Phase.RENDER:
+        rows = [Shard(run=run, phase=phase, layer=layer, index=0) for layer in run.layers]
+    else:
+        rows = [Shard(run=run, phase=phase, index=0)]
+    Shard.objects.bulk_create(rows)
+    return list(
+        Shard.objects.filter(run_id=run.pk, phase=phase)
+        .order_by("layer", "index")
+        .values_list("pk", flat=True)
+    )
+
+
+@dataclass(frozen=True)
+class PublishedLayer:
+    """One rendered layer: its result.json document and where its files lie in storage."""
+
+    layer: str
+    document: dict[str, Any]
+    prefix: str  # storage key of the layer folder; tiles are prefix + "/" + the document's tile path
+
+
+def run_publish(*, work: ShardWork, layers: Sequence[PublishedLayer]) -> bool:
+    """Write every unit and unit image of the run, mark the publish shard and the run done, all in one
+    transaction (so no run shows half-written units); a repeated publish changes nothing. False when the run
+    is no longer active (cancelled or failed meanwhile)."""
+    with transaction.atomic():
+        run = _lock_run(work.run_id)
+        if run.status == Status.DONE:
+            return True
+        if run.status not in ACTIVE:
+            return False
+        if not _mark_done(run, work.shard_id, {p.layer: p.prefix for p in layers}):
+            return True
+        for published in layers:
+            units = Unit.objects.bulk_create(
+                [
+                    Unit(
+                        run=run,
+                        layer=published.layer,
+                        channel=entry["channel"],
+                        label=entry["label"][:200],
+                        concept_category=entry["category"][:50],
+                        iou=entry["iou"],
+                        interpretable=entry["interpretable"],
+                        threshold=entry["threshold"],
+                        top_concepts=entry["concepts"],
+                    )
+                    for entry in published.document["units"]
+                ]
+            )
+            by_channel = {unit.channel: unit for unit in units}
+            UnitImage.objects.bulk_create(
+                [
+                    UnitImage(
+                        unit=by_channel[entry["channel"]],
+                        rank=rank,
+                        image=f"{published.prefix}/{image['tile']}",
+                        max_activation=image["activation"],
+                        source_image=image["image"],
+                    )
+                    for entry in published.document["units"]
+                    for rank, image in enumerate(entry["images"])
+                ]
+            )
+        run.report = {**run.report, **{p.layer: f"{p.prefix}/report.html" for p in layers}}
+        run.status, run.progress, run.eta_seconds, run.finished_at = Status.DONE, 1.0, None, timezone.now()
+        run.save(update_fields=["report", "status", "progress", "eta_seconds", "finished_at"])
+    return True
+
+
+def run_set_report(*, run_id: int, key: str, value: Any) -> None:
+    """Add one entry (e.g. the CAM gallery) to the run's report map."""
+    with transaction.atomic():
+        run = _lock_run(run_id)
+        run.report = {**run.report, key: value}
+        run.save(update_fields=["report"])
+
+
+def cam_gallery_request(*, run: DissectionRun, images: int = 8) -> None:
+    """Enqueue (after commit) the CAM gallery of a finished run."""
+    if run.status != Status.DONE or run.network_id is None:
+        raise RunError("A CAM gallery needs a finished dissection run of a network.")
+    transaction.on_commit(lambda: _send("cam_gallery", run.pk, images))
+
+
+# --- imported units ----------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
+UNIT_META = "unit.json"
+
+
+@dataclass
+class _UnitFolder:
+    folder: Path
+    layer: str
+    channel: int
+    images: list[Path]
+    meta: dict[str, Any]
+
+
+def _parse_unit_folder(folder: Path) -> _UnitFolder:
+    layer, sep, channel = folder.name.rpartition("_")
+    if not sep or not layer or not channel.isdigit():
+        raise ImportUnitsError(f"{folder}: a unit folder is named <layer>_<channel>, e.g. conv4_12")
+    images: list[Path] = []
+    meta: dict[str, Any] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.name == UNIT_META:
+            meta = _read_unit_meta(path)
+            continue
+        if path.is_symlink() or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ImportUnitsError(
+                f"{path}: not an image (expected {', '.join(sorted(IMAGE_SUFFIXES))}) or {UNIT_META}"
+            )
+        _check_image(path)
+        images.append(path)
+    if not images:
+        raise ImportUnitsError(f"{folder}: no images in this unit folder")
+    activations = meta.get("activations")
+    if activations is not None and (
+        not isinstance(activations, list)
+        or len(activations) != len(images)
+        or not all(_is_number(a) for a in activations)
+    ):
+        raise ImportUnitsError(
+            f"{folder / UNIT_META}: 'activations' must list one number per image ({len(images)})"
+        )
+    return _UnitFolder(folder, layer, int(channel), images, meta)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# unit.json's fields: what each must be, and how an error says it.
+_META_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "label": (lambda v: isinstance(v, str), "a string"),
+    "category": (lambda v: isinstance(v, str), "a string"),
+    "iou": (lambda v: v is None or _is_number(v), "a number"),
+    "threshold": (lambda v: v is None or _is_number(v), "a number"),
+    "interpretable": (lambda v: v is None or isinstance(v, bool), "true or false"),
+    "top_concepts": (lambda v: isinstance(v, list), "a list"),
+    "activations": (lambda v: isinstance(v, list), "a list of numbers"),
+}
+
+
+def _read_unit_meta(path: Path) -> dict[str, Any]:
+    """unit.json, checked field by field: every error names the file and the field."""
+    from agreement.broden import BRODEN_CATEGORIES
+
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ImportUnitsError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ImportUnitsError(f"{path}: expected a JSON object")
+    for name, value in meta.items():
+        if name not in _META_FIELDS:
+            raise ImportUnitsError(f"{path}: unknown field {name!r} (expected {', '.join(_META_FIELDS)})")
+        check, kind = _META_FIELDS[name]
+        if not check(value):
+            raise ImportUnitsError(f"{path}: field {name!r} must be {kind}, not {value!r}")
+    category = meta.get("category", "")
+    if category and category not in BRODEN_CATEGORIES:
+        raise ImportUnitsError(
+            f"{path}: field 'category' is {category!r}, not one of {', '.join(BRODEN_CATEGORIES)}"
+        )
+    return meta
+
+
+def _check_image(path: Path) -> None:
+    """Read the image's header only: its size is checked before anything is decoded (a small file can hold a
+    huge image), then the file is verified."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > settings.UNIT_IMAGE_MAX_PIXELS:
+                    raise ImportUnitsError(
+                        f"{path}: {width} x {height} pixels, more than UNIT_IMAGE_MAX_PIXELS="
+                        f"{settings.UNIT_IMAGE_MAX_PIXELS}"
+                    )
+                image.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImportUnitsError(f"{path}: refused, the image is too large to decode ({exc})") from None
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        raise ImportUnitsError(f"{path}: unreadable image ({exc})") from None
+
+
+def units_import(*, run_name: str, directory: Path) -> list[Unit]:
+    """Import one sub-folder per unit (`<layer>_<channel>/` with images ranked by file name and an optional
+    unit.json: label, category, iou, interpretable, threshold, activations) into the run `run_name`.
+
+    Everything is checked before anything is written; a failure names the folder or file and leaves the
+    database and media storage as they were.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ImportUnitsError(f"{directory}: not a folder")
+    folders = [
+        _parse_unit_folder(p)
+        for p in sorted(directory.iterdir())
+        if p.is_dir() and not p.name.startswith(".")
+    ]
+    if not folders:
+        raise ImportUnitsError(f"{directory}: no unit sub-folders (expected <layer>_<channel>/)")
+    run = DissectionRun.objects.filter(name=run_name).first()
+    if run is not None:
+        for parsed in folders:
+            if run.units.filter(layer=parsed.layer, channel=parsed.channel).exists():
+                raise ImportUnitsError(
+                    f"{parsed.folder}: unit {parsed.layer}#{parsed.channel} is already in run {run_name!r}"
+                )
+    saved: list[str] = []
+    try:
+        with transaction.atomic():
+            run, _ = DissectionRun.objects.get_or_create(
+                name=run_name,
+                defaults={"status": Status.DONE, "progress": 1.0, "finished_at": timezone.now()},
+            )
+            run.layers = sorted(set(run.layers) | {f.layer for f in folders})
+            run.save(update_fields=["layers"])
+            units = [_unit_create(run, parsed, saved) for parsed in folders]
+    except BaseException as exc:
+        for name in saved:
+            if default_storage.exists(name):
+                default_storage.delete(name)
+        if isinstance(exc, OSError):
+            raise ImportUnitsError(
+                f"{directory}: writing the images failed ({exc.strerror or exc}); nothing was imported"
+            ) from None
+        raise
+    return units
+
+
+def _unit_create(run: DissectionRun, parsed: _UnitFolder, saved: list[str]) -> Unit:
+    meta = parsed.meta
+    unit = Unit.objects.create(
+        run=run,
+        layer=parsed.layer,
+        channel=parsed.channel,
+        label=str(meta.get("label", ""))[:200],
+        concept_category=meta.get("category", "")[:50],
+        iou=meta.get("iou"),
+        interpretable=meta.get("interpretable"),
+        threshold=meta.get("threshold"),
+        top_concepts=meta.get("top_concepts", []),
+    )
+    activations = meta.get("activations") or [None] * len(parsed.images)
+    for rank, (path, activation) in enumerate(zip(parsed.images, activations, strict=True)):
+        image = UnitImage(unit=unit, rank=rank, max_activation=activation, source_image=path.name)
+        name = f"{run.pk}/{parsed.layer}/{parsed.channel}/{rank:03d}{path.suffix.lower()}"
+        # Listed before writing, so a write that fails half way (a full disk) is removed too.
+        saved.append(image.image.field.generate_filename(image, name))
+        with path.open("rb") as handle:
+            image.image.save(name, File(handle), save=False)
+        saved[-1] = str(image.image.name)
+        image.save()
+    return unit
+
+
+# --- the sweep ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepOutcome:
+    """What one sweep did, for the command's output and the logs."""
+
+    requeued: list[int]
+    failed: list[int]
+
+
+def runs_sweep(*, stale_after: float | None = None) -> SweepOutcome:
+    """Hand work nobody holds back to the workers, and fail runs that cannot progress.
+
+    A shard is nobody's when the broker never took it (it was down), when it has been queued, or running
+    without a progress report, for longer than SHARD_STALE_AFTER_S: its message was lost (a broker restarted
+    without persistence) or its worker died with the message acknowledged. Such a shard is queued
+    again (a shard done meanwhile is never counted twice). A run whose shards are all done but that has no
+    next step, or that holds no shard at all, cannot progress and is failed with the reason."""
+    limit = settings.SHARD_STALE_AFTER_S if stale_after is None else stale_after
+    cutoff = timezone.now() - timedelta(seconds=limit)
+    outcome = SweepOutcome(requeued=[], failed=[])
+    for run in DissectionRun.objects.filter(status__in=ACTIVE).order_by("pk"):
+        shards = Shard.objects.filter(run=run)
+        if not shards.exists():
+            run_fail(run_id=run.pk, error="the run holds no shard to compute (was it created by hand?)")
+            outcome.failed.append(run.pk)
+            continue
+        if not shards.exclude(status=Shard.Status.DONE).exists():
+            with transaction.atomic():
+                locked = _lock_run(run.pk)
+                last = (
+                    Shard.objects.filter(run=locked).order_by("-pk").values_list("phase", flat=True).first()
+                )
+                if locked.status in ACTIVE and last is not None and last != Phase.PUBLISH:
+                    ids = _phase_create(locked, NEXT_PHASE[Phase(last)])
+                    transaction.on_commit(partial(_enqueue, ids))
+                    outcome.requeued.extend(ids)
+            continue
+        lost = Q(status=Shard.Status.PENDING) & (Q(queued_at__isnull=True) | Q(queued_at__lt=cutoff))
+        lost |= Q(status=Shard.Status.RUNNING, updated_at__lt=cutoff)
+        stale = list(shards.filter(lost).order_by("phase", "layer", "index").values_list("pk", flat=True))
+        if stale and _enqueue(stale):
+            outcome.requeued.extend(stale)
+    return outcome

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from runs import views
+
+app_name = "runs"
+
+urlpatterns = [
+    path("runs/", views.run_list, name="run_list"),
+    path("runs/new/", views.run_create, name="run_create"),
+    path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<int:run_id>/status.json", views.run_status, name="run_status"),
+    path("runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<int:run_id>/cam/", views.run_cam, name="run_cam"),
+    path("networks/new/", views.network_create, name="network_create"),
+    path("probe-sets/new/", views.probe_set_create, name="probe_set_create"),
+]

@@ -1,0 +1,152 @@
+"""Requester pages for dissection runs: register networks and probe sets, launch, watch, cancel, CAM gallery.
+
+Thin: forms check input, `runs.services` writes, `runs.selectors` reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import (
+    require_http_methods,
+    require_POST,
+    require_safe,
+)
+
+from runs import selectors as run_selectors
+from runs import services as run_services
+from runs.access import staff_required
+from runs.errors import RunError
+from runs.forms import NetworkForm, ProbeSetForm, RunForm
+from runs.models import DissectionRun
+
+POLL_SECONDS = 2
+
+
+@staff_required
+@require_safe
+def run_list(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "runs/list.html",
+        {
+            "runs": run_selectors.runs_overview(),
+            "networks": run_selectors.networks_overview(),
+            "probe_sets": run_selectors.probe_sets_overview(),
+        },
+    )
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def run_create(request: HttpRequest) -> HttpResponse:
+    form = RunForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                run = run_services.run_launch(**form.launch_kwargs(), created_by=request.user)
+            except RunError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Run {run.name!r} queued in {run.shards.count()} scan shards.")
+                if run_selectors.run_waits_for_broker(run=run):
+                    messages.warning(
+                        request,
+                        "The task broker is unreachable right now: the run waits and is handed to the "
+                        "workers as soon as it is back (the sweep does this every minute).",
+                    )
+                return redirect("runs:run_detail", run_id=run.pk)
+        return render(request, "runs/new.html", {"form": form}, status=400)
+    return render(request, "runs/new.html", {"form": form})
+
+
+@staff_required
+@require_safe
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(DissectionRun.objects.select_related("network", "probe_set"), pk=run_id)
+    return render(
+        request,
+        "runs/detail.html",
+        {
+            "run": run,
+            "status": run_selectors.run_status(run=run),
+            "reports": run_selectors.run_reports(run=run),
+            "units": run_selectors.run_units(run=run) if run.status == DissectionRun.Status.DONE else [],
+            "gallery": run_selectors.run_cam_gallery(run=run),
+            "poll_seconds": POLL_SECONDS,
+        },
+    )
+
+
+@staff_required
+@require_safe
+def run_status(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = get_object_or_404(DissectionRun, pk=run_id)
+    return JsonResponse(run_selectors.run_status(run=run))
+
+
+def _run_action(request: HttpRequest, run_id: int, action: Callable[..., object], done: str) -> HttpResponse:
+    """Apply a run service, report its outcome as a message, and go back to the run page."""
+    run = get_object_or_404(DissectionRun, pk=run_id)
+    try:
+        action(run=run)
+    except RunError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, done)
+    return redirect("runs:run_detail", run_id=run.pk)
+
+
+@staff_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    return _run_action(
+        request, run_id, run_services.run_cancel, "Run cancelled; its remaining shards are dropped."
+    )
+
+
+@staff_required
+@require_POST
+def run_cam(request: HttpRequest, run_id: int) -> HttpResponse:
+    return _run_action(
+        request, run_id, run_services.cam_gallery_request, "CAM gallery queued; reload this page in a moment."
+    )
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def network_create(request: HttpRequest) -> HttpResponse:
+    form = NetworkForm(request.POST or None, request.FILES or None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                network = run_services.network_register(**form.cleaned_data)
+            except RunError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Network {network.name!r} registered; a worker is checking it.")
+                return redirect("runs:run_list")
+        return render(
+            request, "runs/register.html", {"form": form, "what": "network", "multipart": True}, status=400
+        )
+    return render(request, "runs/register.html", {"form": form, "what": "network", "multipart": True})
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def probe_set_create(request: HttpRequest) -> HttpResponse:
+    form = ProbeSetForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                probe_set = run_services.probe_set_register(**form.cleaned_data)
+            except RunError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Probe set {probe_set.name!r} registered; a worker is reading it.")
+                return redirect("runs:run_list")
+        return render(request, "runs/register.html", {"form": form, "what": "probe set"}, status=400)
+    return render(request, "runs/register.html", {"form": form, "what": "probe set"})

@@ -1,0 +1,90 @@
+"""`make run`'s demo: a real dissection of the toy network through the in-process worker, then a published
+local batch with two gold units from the probe set's ground truth; idempotent; serve_demo runs the worker
+thread and the server."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from annotate import demo
+from annotate.demo import DEMO_BATCH, DEMO_SIMULATED_ANSWERS, DEMO_VERIFICATION
+from annotate.models import Annotation, Batch
+from runs.models import DissectionRun, Network, ProbeSet, Unit, UnitImage
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture
+def demo_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, probe_set_dir: Path, toy_weights: Path, media: Path
+) -> Path:
+    """The demo's cache filled with the session's probe set and toy network (built with the same settings)."""
+    assert (demo.PROBE_IMAGES, demo.PROBE_SIZE) == (160, 64)
+    cache = tmp_path / "demo-cache"
+    shutil.copytree(probe_set_dir, cache / "probe-set")
+    shutil.copy(toy_weights, cache / "toy.pt")
+    monkeypatch.setenv("DEMO_CACHE_DIR", str(cache))
+    monkeypatch.setenv("DEMO_PASSWORD", "demo-secret-42")
+    return cache
+
+
+def test_demo_dissects_through_the_in_process_worker_and_publishes_a_batch(
+    shared_db: str, demo_cache: Path, django_user_model
+) -> None:
+    first, second, progress = io.StringIO(), io.StringIO(), io.StringIO()
+    call_command("demo", stdout=first, stderr=progress)
+    call_command("demo", stdout=second)
+    run = DissectionRun.objects.get()
+    assert run.status == "done" and run.layers == ["conv3", "conv4"] and run.network.name == "toy (demo)"
+    assert Network.objects.count() == ProbeSet.objects.count() == 1
+    assert Unit.objects.count() == 2 * 128 and UnitImage.objects.count() == 2 * 128 * demo.RUN_TOPK
+    assert "100%" in progress.getvalue() and "shards" in progress.getvalue()
+    batch = Batch.objects.get(title=DEMO_BATCH)
+    assert batch.state == Batch.State.PUBLISHED and batch.tasks.count() == demo.BATCH_UNITS
+    # the simulated crowd answered part of it once (the second call added nothing), leaving slots for people
+    assert Annotation.objects.filter(assignment__task__batch=batch).count() == DEMO_SIMULATED_ANSWERS
+    assert batch.tasks.count() * batch.assignments_per_task > DEMO_SIMULATED_ANSWERS
+    verification = Batch.objects.get(title=DEMO_VERIFICATION)
+    assert verification.state == Batch.State.PUBLISHED
+    assert set(verification.tasks.values_list("kind", flat=True)) == {"verify"}
+    assert Annotation.objects.filter(
+        assignment__task__batch=verification, verify_answer__isnull=False
+    ).exists()
+    gold = list(batch.tasks.filter(is_gold=True).select_related("unit"))
+    assert len(gold) == 2 and {t.position for t in gold} == {1, 4}
+    for task in gold:
+        assert task.unit.interpretable and task.gold_words == [task.unit.label]
+        assert task.gold_category == demo.HUMAN_CATEGORY[task.unit.concept_category]
+    assert all(t.unit.layer == "conv4" for t in batch.tasks.select_related("unit"))
+    for out in (first, second):
+        assert "user requester  password demo-secret-42" in out.getvalue()
+        assert f"/w/{batch.public_id}/" in out.getvalue() and f"/runs/{run.pk}/" in out.getvalue()
+        assert f"/batches/{batch.public_id}/comparison/" in out.getvalue()
+    user = django_user_model.objects.get(username="requester")
+    assert user.is_staff and user.check_password("demo-secret-42")
+
+
+def test_serve_demo_starts_the_worker_then_the_server(
+    shared_db: str, demo_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from annotate.management.commands import serve_demo
+    from workers import inprocess
+
+    calls = []
+
+    def runserver(*args: object, **kwargs: object) -> None:
+        calls.append((args, kwargs, list(inprocess._running)))
+
+    monkeypatch.setattr(serve_demo, "call_command", runserver)
+    out = io.StringIO()
+    call_command("serve_demo", "127.0.0.1:8123", stdout=out, stderr=io.StringIO())
+    assert "http://127.0.0.1:8123/w/" in out.getvalue() and "password demo-secret-42" in out.getvalue()
+    assert "worker thread" in out.getvalue()
+    [(args, kwargs, running)] = calls
+    assert args == ("runserver", "127.0.0.1:8123") and kwargs == {"use_reloader": False} and len(running) == 1
+    assert inprocess._running == []

@@ -1,0 +1,127 @@
+"""Storage on S3 (django-storages) against moto's server mode: a run reads its probe set from an s3:// prefix
+and writes shard results, tiles and reports to the bucket, all readable through their URLs."""
+
+from __future__ import annotations
+
+import io
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from django.core.files import File
+from moto.server import ThreadedMotoServer
+from PIL import Image
+
+from runs import services as runs
+from runs.models import DissectionRun, UnitImage
+from runs.selectors import run_reports
+from tests.runs.conftest import TOPK, drain
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+BUCKET = "unitscope-media"
+
+
+@pytest.fixture
+def s3(settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": BUCKET,
+                "endpoint_url": endpoint,
+                "region_name": "us-east-1",
+                "location": "media",
+                "querystring_auth": True,
+                "file_overwrite": False,
+            },
+        },
+    }
+    settings.WORK_DIR = tmp_path / "work"
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def _upload_folder(endpoint: str, folder: Path, prefix: str) -> None:
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+def test_run_on_s3_writes_tiles_readable_through_their_urls(
+    s3: str, probe_set_dir: Path, toy_weights: Path
+) -> None:
+    _upload_folder(s3, probe_set_dir, "probe-sets/synthetic")
+    probe_set = runs.probe_set_register(
+        name="synthetic on s3", path=f"s3://{BUCKET}/probe-sets/synthetic", inspect_now=True
+    )
+    assert probe_set.image_count == 160
+    with toy_weights.open("rb") as handle:
+        network = runs.network_register(
+            name="toy", architecture="toy", weights=File(handle, name="toy.pt"), inspect_now=True
+        )
+    assert network.weights.url.startswith(s3)
+    run = drain(
+        runs.run_launch(
+            name="s3 run", network=network, probe_set=probe_set, layers=["conv4"], shard_size=80, topk=TOPK
+        )
+    )
+    assert run.status == DissectionRun.Status.DONE, run.error
+    images = UnitImage.objects.filter(unit__run=run)
+    assert images.count() == 128 * TOPK
+    for image in images.order_by("unit__channel", "rank")[:3]:
+        url = image.image.url
+        assert url.startswith(f"{s3}/{BUCKET}/media/runs/{run.pk}/conv4/report/tiles/")
+        with urllib.request.urlopen(url) as response:
+            tile = Image.open(io.BytesIO(response.read()))
+        assert tile.size == (64, 64)
+    [(_, report_url)] = run_reports(run=run)
+    with urllib.request.urlopen(report_url) as response:
+        assert b"conv4" in response.read()
+
+
+@pytest.mark.parametrize("evil", ["/{victim}", "p/../../{name}", "./{name}"])
+def test_a_bucket_key_outside_the_probe_set_is_refused_and_written_nowhere(
+    s3: str, probe_set_dir: Path, tmp_path: Path, evil: str
+) -> None:
+    """The audit's attack: whoever can write the bucket adds a key that joins onto an absolute path or climbs
+    out of the download folder."""
+    victim = tmp_path / "outside" / "owned.txt"
+    key = "probe-sets/evil/" + evil.format(victim=victim, name="owned.txt")
+    _upload_folder(s3, probe_set_dir, "probe-sets/evil")
+    boto3.client("s3", endpoint_url=s3).put_object(Bucket=BUCKET, Key=key, Body=b"pwned")
+    with pytest.raises(
+        runs.RunError, match=r"s3://unitscope-media/probe-sets/evil/.*not a plain relative path"
+    ):
+        runs.probe_set_register(name="evil", path=f"s3://{BUCKET}/probe-sets/evil", inspect_now=True)
+    assert not victim.exists() and not list(tmp_path.rglob("owned.txt"))
+    assert not (tmp_path / "work" / "probe_sets").exists() or not any(
+        (tmp_path / "work" / "probe_sets").iterdir()
+    )
+
+
+def test_a_probe_set_over_the_size_cap_is_refused_before_downloading(
+    s3: str, probe_set_dir: Path, settings: Any, tmp_path: Path
+) -> None:
+    _upload_folder(s3, probe_set_dir, "probe-sets/big")
+    settings.PROBE_SET_MAX_BYTES = 1000
+    with pytest.raises(runs.RunError, match=r"s3://unitscope-media/probe-sets/big: \d+ bytes, more than"):
+        runs.probe_set_register(name="big", path=f"s3://{BUCKET}/probe-sets/big", inspect_now=True)
+    assert not (tmp_path / "work" / "probe_sets").exists()
