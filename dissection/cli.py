@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from dissection.errors import DissectionError
 from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(sub)
     cam_cli.register(sub)
+    _register_compare(sub)
     return parser
 
 
@@ -55,6 +57,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--epochs", type=int, default=None)
+    train.add_argument(
+        "--target", choices=("object", "scene"), default="object", help="what the network learns to name"
+    )
+    train.add_argument(
+        "--finetune", type=Path, metavar="FROM.pt", help="start from this toy checkpoint (a new classifier)"
+    )
+    train.add_argument(
+        "--save-every", type=int, metavar="N", help="also keep OUT-epochNNN.pt every N epochs (a series)"
+    )
     train.set_defaults(handler=_train)
 
     run = sub.add_parser("run", help="dissect layers of a model (or precomputed activations) on a probe set")
@@ -106,7 +117,15 @@ def _synth(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dissection.train import train_toy
 
-    train_toy(args.probe_set, args.out, seed=args.seed, epochs=args.epochs)
+    train_toy(
+        args.probe_set,
+        args.out,
+        seed=args.seed,
+        epochs=args.epochs,
+        target=args.target,
+        finetune=args.finetune,
+        save_every=args.save_every,
+    )
     print(f"wrote {args.out}; dissect it with --model toy --weights {args.out}")
     return 0
 
@@ -164,4 +183,73 @@ def _report(args: argparse.Namespace) -> int:
     from dissection.render import write_report
 
     print(write_report(args.layer_dir))
+    return 0
+
+
+def _register_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    compare = sub.add_parser(
+        "compare",
+        help="compare dissections (networks, checkpoints, fine-tuning): compare.json and compare.html",
+    )
+    compare.add_argument(
+        "dirs", type=Path, nargs="+", metavar="DIR", help="a run's --out folder, or a layer's"
+    )
+    compare.add_argument("--out", type=Path, required=True)
+    compare.add_argument("--name", action="append", help="one per DIR, in order (default: the folder name)")
+    compare.add_argument("--step", action="append", type=int, help="one per DIR: its training step")
+    compare.add_argument(
+        "--tag",
+        action="append",
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="one per DIR, e.g. arch=toy,stage=before",
+    )
+    compare.add_argument("--iou-threshold", type=float, help="default: each result's own threshold")
+    compare.add_argument(
+        "--allow-mismatch", action="store_true", help="compare runs on different probe sets or semantics"
+    )
+    compare.set_defaults(handler=_compare)
+
+
+def _per_dir(values: list[Any] | None, count: int, flag: str) -> list[Any]:
+    if values is None:
+        return [None] * count
+    if len(values) != count:
+        raise DissectionError(
+            f"{flag} is given {len(values)} times for {count} folders: give it once per DIR"
+        )
+    return values
+
+
+def _tags(text: str | None) -> dict[str, str]:
+    tags = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DissectionError(f"--tag {item!r}: expected KEY=VALUE")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from dissection.compare import RunSpec, load_runs
+    from dissection.compare_report import write_comparison
+
+    count = len(args.dirs)
+    names = [
+        name or folder.resolve().name
+        for name, folder in zip(_per_dir(args.name, count, "--name"), args.dirs, strict=True)
+    ]
+    specs = [
+        RunSpec(name, folder, step, _tags(tag))
+        for name, folder, step, tag in zip(
+            names,
+            args.dirs,
+            _per_dir(args.step, count, "--step"),
+            _per_dir(args.tag, count, "--tag"),
+            strict=True,
+        )
+    ]
+    runs = load_runs(specs, allow_mismatch=args.allow_mismatch)
+    out = write_comparison(runs, args.out, iou_threshold=args.iou_threshold)
+    print(f"wrote {out / 'compare.json'} and {out / 'compare.html'}")
     return 0
