@@ -15,6 +15,8 @@ from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 def build_parser() -> argparse.ArgumentParser:
     from dissection.cam import cli as cam_cli
+    from dissection.convert import cli as convert_cli
+    from dissection.featviz import cli as featviz_cli
 
     parser = argparse.ArgumentParser(
         prog="python -m dissection",
@@ -23,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(sub)
     cam_cli.register(sub)
+    featviz_cli.register(sub)
+    convert_cli.register(sub)
     _register_compare(sub)
     return parser
 
@@ -97,6 +101,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--std", type=float, nargs=3, default=list(IMAGENET_STD))
     run.add_argument("--iou-threshold", type=float, default=0.04)
     run.add_argument(
+        "--tokens",
+        default="auto",
+        metavar="RULE",
+        help="how a transformer layer's output becomes N x C x H x W: auto (default), none, channels-last, "
+        "patches, cls or cls+K (K register tokens); see dissection/tokens.py",
+    )
+    run.add_argument(
         "--workers", type=int, default=None, help="image-decoding processes (default: cores - 1)"
     )
     run.set_defaults(handler=_run)
@@ -165,6 +176,7 @@ def _run(args: argparse.Namespace) -> int:
             iou_threshold=args.iou_threshold,
             workers=args.workers,
             progress=progress,
+            tokens=args.tokens,
         )
     for layer, folder in written.items():
         document = json.loads((folder / "result.json").read_text())
@@ -175,6 +187,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{summary['unique_concepts']} concepts with IoU > {document['iou_threshold']:g}"
             + (f" ({top})" if top else "")
         )
+        if (folder / "tokens.json").is_file():
+            print(f"  tokens: {json.loads((folder / 'tokens.json').read_text())['description']}")
         print(f"  report: {folder / 'report.html'}")
     return 0
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dissection.errors import LayerError
+from dissection.tokens import TokenLayout, TokenRule, resolve_layout
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -27,12 +28,22 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
 
 @contextmanager
 def capture_outputs(
-    model: nn.Module, names: Sequence[str], *, require_4d: bool = True
+    model: nn.Module,
+    names: Sequence[str],
+    *,
+    require_4d: bool = True,
+    tokens: TokenRule | None = None,
+    input_size: tuple[int, int] | None = None,
+    layouts: dict[str, TokenLayout] | None = None,
+    detach: bool = True,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the output of each named layer on every forward inside the block.
 
-    The dict is overwritten by each forward. Outputs are detached; a clone is taken so that an in-place
+    The dict is overwritten by each forward. Outputs are detached unless `detach=False` (feature
+    visualization differentiates through them); a clone is taken so that an in-place
     activation that follows the layer (densenet's final ReLU, `inplace=True` ReLUs) cannot change them.
+    With a `tokens` rule each output is read as N x C x H x W by it (`dissection.tokens`; `input_size` is
+    the model input's h, w) and the reading goes to `layouts`.
     """
     captured: dict[str, torch.Tensor] = {}
     handles = []
@@ -43,11 +54,18 @@ def capture_outputs(
             def hook(_module: nn.Module, _inputs: object, output: object, name: str = name) -> None:
                 if not isinstance(output, torch.Tensor):
                     raise LayerError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
-                if require_4d and output.dim() != 4:
+                if tokens is not None:
+                    layout = resolve_layout(name, tuple(output.shape), tokens, input_size)
+                    if layouts is not None:
+                        layouts[name] = layout
+                    output = layout.to_map(output)
+                elif require_4d and output.dim() != 4:
                     raise LayerError(
                         f"layer {name!r} outputs shape {tuple(output.shape)}; dissection needs N x C x H x W"
                     )
-                captured[name] = output.detach().clone()
+                captured[name] = (output.detach() if detach else output).clone(
+                    memory_format=torch.contiguous_format
+                )
 
             handles.append(module.register_forward_hook(hook))
         yield captured

@@ -32,6 +32,8 @@ appears; IoU = I / (A[k,cat(c)] + G[c] - I). `netdissect-lite`: T_k = quantile 9
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -71,13 +73,15 @@ def dissect(
     iou_threshold: float = 0.04,
     workers: int | None = None,
     progress: Progress | None = None,
+    tokens: str = "auto",
 ) -> dict[str, Path]:
     """Dissect `layers` of `model` (or the precomputed `activations` .npy, one layer name = its folder) on
     `probe_set`; writes OUT/<layer>/ per layer and returns those folders.
 
     One forward pass: activations are cached (float32) in a temporary folder under `out` while thresholds are
     collected, then tallied from the cache. `progress(done, total)` counts images of both passes and tiled
-    units.
+    units. `tokens` reads transformer layers as maps (`dissection.tokens`); a layer read other than as
+    N x C x H x W gets OUT/<layer>/tokens.json saying how.
     """
     check_semantics(semantics)
     if (model is None) == (activations is None):
@@ -85,7 +89,7 @@ def dissect(
     probe = load_probe_set(probe_set)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    source = _source(probe, layers, model, activations, device, mean, std, workers)
+    source = _source(probe, layers, model, activations, device, mean, std, workers, tokens)
     steps = _Steps(progress, len(probe) * (1 + len(source.layers)))
     work = Path(tempfile.mkdtemp(prefix=".work-", dir=out))
     try:
@@ -119,6 +123,8 @@ def dissect(
             steps.done(len(probe))
             result = finalize(probe, scans[layer], counts, iou_threshold=iou_threshold)
             written[layer] = write_layer(result, probe, out / layer, arrays.maps, progress=steps.report)
+            if isinstance(source, ModelActivations):
+                _record_layout(source, layer, written[layer])
             steps.done(scans[layer].num_units)
         return written
     finally:
@@ -134,13 +140,26 @@ def _source(
     mean: Sequence[float],
     std: Sequence[float],
     workers: int | None,
+    tokens: str,
 ) -> ActivationSource:
     if model is not None:
-        return ModelActivations(model, layers, device=device, mean=mean, std=std, workers=workers)
+        return ModelActivations(
+            model, layers, device=device, mean=mean, std=std, workers=workers, tokens=tokens
+        )
     if len(layers) != 1:
         raise DissectionError("with precomputed activations, name exactly one --layer (the output folder)")
     assert activations is not None
     return ArrayActivations(activations, layers[0], probe, device=device)
+
+
+def _record_layout(source: ModelActivations, layer: str, folder: Path) -> None:
+    """tokens.json beside result.json when the layer's output was reshaped (written whole, then renamed)."""
+    layout = source.layouts.get(layer)
+    if layout is None or layout.kind == "nchw":
+        return
+    partial = folder / ".tokens.json.partial"
+    partial.write_text(json.dumps(layout.as_dict(), indent=1))
+    os.replace(partial, folder / "tokens.json")
 
 
 class _Steps:

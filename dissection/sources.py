@@ -18,6 +18,7 @@ from dissection.data import image_batches
 from dissection.errors import DissectionError, LayerError, ModelError
 from dissection.hooks import capture_outputs, resolve_layer
 from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from dissection.tokens import TokenLayout, TokenRule, parse_rule
 
 Progress = Callable[[int, int], None]
 """`progress(done, total)`, called as a pass advances."""
@@ -33,7 +34,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 class ModelActivations:
-    """Activations of named layers of a model, one forward per batch, images normalized by mean/std."""
+    """Activations of named layers of a model, one forward per batch, images normalized by mean/std.
+
+    `tokens` is the rule that reads a transformer layer's output as N x C x H x W (`dissection.tokens`);
+    `layouts` records, per layer, how it was read (which tokens were dropped).
+    """
 
     def __init__(
         self,
@@ -44,6 +49,7 @@ class ModelActivations:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         workers: int | None = None,
+        tokens: TokenRule | str = "auto",
     ) -> None:
         if not layers:
             raise LayerError("name at least one layer to dissect")
@@ -55,13 +61,24 @@ class ModelActivations:
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.workers = workers
+        self.tokens = parse_rule(tokens)
+        self.layouts: dict[str, TokenLayout] = {}
 
     def batches(
         self, probe: ProbeSet, indices: Sequence[int] | np.ndarray, *, batch_size: int
     ) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-        with torch.no_grad(), capture_outputs(self.model, self.layers) as captured:
+        capture = capture_outputs(
+            self.model, self.layers, tokens=self.tokens, input_size=probe.image_size, layouts=self.layouts
+        )
+        with torch.no_grad(), capture as captured:
             for rows, pixels in image_batches(probe, indices, batch_size=batch_size, workers=self.workers):
                 self.model((pixels.to(self.device) - self.mean) / self.std)
+                for layer in self.layers:
+                    if captured[layer].shape[0] != len(rows):
+                        raise LayerError(
+                            f"layer {layer!r} outputs {tuple(captured[layer].shape)} for {len(rows)} images; "
+                            "the batch must come first (sequence-first tokens are not supported)"
+                        )
                 yield rows, {layer: captured[layer].float() for layer in self.layers}
 
 

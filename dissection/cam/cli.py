@@ -44,6 +44,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="dissection result.json of the CAM feature layer: name the units that drive each class",
     )
     cam.add_argument("--units", type=int, default=3, help="units to list per class (default 3)")
+    cam.add_argument(
+        "--tokens",
+        default="auto",
+        metavar="RULE",
+        help="Grad-CAM on a transformer layer: how its output becomes N x C x H x W (auto, none, "
+        "channels-last, patches, cls, cls+K)",
+    )
     cam.add_argument("--heat-weight", type=float, help="weight of the JET map (default 0.3)")
     cam.add_argument("--image-weight", type=float, help="weight of the image (default 0.5)")
     cam.set_defaults(handler=run_cam)
@@ -190,7 +197,7 @@ def _compute(
         if args.layer is not None:
             raise DissectionError("--layer is for --method gradcam; CAM always uses the head's feature map")
         return class_activation_maps(model, images, classes=classes, topk=topk)
-    return grad_cams(model, images, classes=classes, topk=topk, layer=args.layer)
+    return grad_cams(model, images, classes=classes, topk=topk, layer=args.layer, tokens=args.tokens)
 
 
 def run_cam(args: argparse.Namespace) -> int:
