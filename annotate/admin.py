@@ -14,8 +14,8 @@ class TaskInline(admin.TabularInline):
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ("title", "provider", "state", "assignments_per_task", "reward", "created_at")
-    list_filter = ("provider", "state")
+    list_display = ("title", "project", "provider", "state", "assignments_per_task", "reward", "created_at")
+    list_filter = ("project", "provider", "state")
     search_fields = ("title",)
     readonly_fields = ("public_id",)
     inlines = [TaskInline]

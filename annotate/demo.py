@@ -23,8 +23,8 @@ from annotate.services import GoldAnswer, batch_create, batch_publish
 from annotate.services.verification import verification_batch_create
 from annotate.simulation import crowd_simulate
 from runs.follow import follow_run
-from runs.models import DissectionRun, Network, ProbeSet, Unit
-from runs.services import network_register, probe_set_register, run_launch
+from runs.models import DissectionRun, Network, ProbeSet, Project, Unit
+from runs.services import network_register, probe_set_register, project_get_or_create, run_launch
 from workers.inprocess import in_process_worker, needs_in_process_worker
 
 PASSWORD_FILE = "demo-password"
@@ -100,6 +100,7 @@ def toy_weights(cache: Path, probe_set: Path, *, progress: bool) -> Path:
 
 
 DEMO_USERNAME = "requester"
+DEMO_PROJECT = "Demo"
 DEMO_NETWORK = "toy (demo)"
 DEMO_PROBE_SET = "synthetic (demo)"
 DEMO_RUN = "demo: toy network on the synthetic probe set"
@@ -121,20 +122,29 @@ class DemoContent:
     run: DissectionRun
 
 
-def _registered(progress: TextIO | None) -> tuple[Network, ProbeSet]:
+def _registered(project: Project, progress: TextIO | None) -> tuple[Network, ProbeSet]:
     cache = cache_dir()
     folder = probe_set_folder(cache)
     probe_set = ProbeSet.objects.filter(name=DEMO_PROBE_SET).first() or probe_set_register(
-        name=DEMO_PROBE_SET, path=str(folder), inspect_now=True
+        project=project, name=DEMO_PROBE_SET, path=str(folder), inspect_now=True
     )
     network = Network.objects.filter(name=DEMO_NETWORK).first()
     if network is None:
         weights = toy_weights(cache, folder, progress=progress is not None)
         with weights.open("rb") as handle:
             network = network_register(
-                name=DEMO_NETWORK, architecture="toy", weights=File(handle, name="toy.pt"), inspect_now=True
+                project=project,
+                name=DEMO_NETWORK,
+                architecture="toy",
+                weights=File(handle, name="toy.pt"),
+                inspect_now=True,
             )
     return network, probe_set
+
+
+def demo_project() -> Project:
+    """The project of the demo's content; the demo requester is its member."""
+    return project_get_or_create(name=DEMO_PROJECT)
 
 
 def demo_run_build(*, progress: TextIO | None = None) -> DissectionRun:
@@ -144,9 +154,11 @@ def demo_run_build(*, progress: TextIO | None = None) -> DissectionRun:
         return run
     if run is not None:  # failed, cancelled, or queued in a broker that died with its process
         run.delete()
-    network, probe_set = _registered(progress)
+    project = demo_project()
+    network, probe_set = _registered(project, progress)
     with in_process_worker() if needs_in_process_worker() else nullcontext():
         run = run_launch(
+            project=project,
             name=DEMO_RUN,
             network=network,
             probe_set=probe_set,
@@ -183,6 +195,7 @@ def demo_content_build(*, password: str, progress: TextIO | None = None) -> Demo
     user.is_staff = True
     user.set_password(password)
     user.save()
+    demo_project().members.add(user)
     run = demo_run_build(progress=progress)
     batch = (
         Batch.objects.filter(title=DEMO_BATCH, created_by=user)

@@ -15,7 +15,7 @@ from agreement import categories
 from annotate import selectors
 from annotate.errors import InvalidAnswer
 from annotate.models import Assignment, Batch, Provider
-from annotate.services import WORDS_MAX, GoldAnswer
+from annotate.services import WORDS_MAX, GoldAnswer, answer_words_clean
 from runs.models import DissectionRun, Unit
 
 
@@ -52,6 +52,13 @@ class LabelForm(forms.Form):
         super().__init__(*args, **kwargs)
         rejected = cast(forms.TypedMultipleChoiceField, self.fields["rejected"])
         rejected.choices = [(rank, str(rank)) for rank in ranks]
+
+    def clean_words(self) -> str:
+        """One or two words as the statistics and gold count them (the service checks the same rule)."""
+        try:
+            return answer_words_clean(self.cleaned_data["words"])
+        except InvalidAnswer as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def rejected_values(self) -> set[str]:
         """The ranks ticked on the page, kept as typed so a failed submit shows them again."""
@@ -95,12 +102,16 @@ def answer_form(kind: str, *args: Any, ranks: Sequence[int], **kwargs: Any) -> L
 
 
 class WorkerStartForm(forms.Form):
+    """The local link's start: what the person types is a name shown beside their answers, never a key;
+    starting always makes a new worker, whose personal link is the way back."""
+
     worker_id = forms.CharField(
-        label="Your worker id",
+        label="Your worker id or name",
         required=False,
         max_length=100,
         strip=True,
-        help_text="Leave empty to be given one.",
+        help_text="Optional: shown to the requester beside your answers. It does not log you in; the "
+        "personal link you get next does.",
         validators=[
             RegexValidator(r"^[A-Za-z0-9_.@-]+$", "Worker id: use letters, digits and . _ @ - only.")
         ],
@@ -151,9 +162,11 @@ def _parse_gold(text: str, run: DissectionRun, layer: str) -> dict[int, GoldAnsw
 
 
 class BatchCreateForm(forms.Form):
+    """A batch from the units of one run the user may see; the batch belongs to the run's project."""
+
     title = forms.CharField(max_length=200)
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-    run = forms.ModelChoiceField(queryset=DissectionRun.objects.order_by("-created_at"))
+    run = forms.ModelChoiceField(queryset=DissectionRun.objects.none())
     layer = forms.CharField(max_length=200, help_text="Layer name as in the run, e.g. conv4")
     selection = forms.ChoiceField(
         choices=[
@@ -203,6 +216,11 @@ class BatchCreateForm(forms.Form):
         min_value=1, max_value=100, initial=2, label="…after this many gold answers"
     )
 
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        run = cast("forms.ModelChoiceField[DissectionRun]", self.fields["run"])
+        run.queryset = DissectionRun.objects.visible_to(user).order_by("-created_at")
+
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
@@ -237,6 +255,7 @@ class BatchCreateForm(forms.Form):
         d = self.cleaned_data
         percent = d.get("block_below_percent")
         return {
+            "project": d["run"].project,
             "title": d["title"],
             "instructions": d["instructions"],
             "units": self.units,

@@ -18,6 +18,7 @@ from django.db import models
 from django.db.models import Q
 
 from agreement import categories
+from runs.access import ProjectScopedQuerySet
 
 CATEGORY_CHOICES = categories.CATEGORIES
 
@@ -38,6 +39,7 @@ class Batch(models.Model):
         FINISHED = "finished", "Finished"
         CANCELLED = "cancelled", "Cancelled"
 
+    project = models.ForeignKey("runs.Project", on_delete=models.PROTECT, related_name="batches")
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     title = models.CharField(max_length=200)
     instructions = models.TextField(blank=True)
@@ -73,6 +75,8 @@ class Batch(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     published_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ProjectScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -66,13 +66,17 @@ def _in_process_host() -> str:
 
 class _TestClientBrowser:
     """In-process: the real URLs, middleware and views, without a server. Requests are HTTPS to an allowed
-    host with CSRF enforced (token and Referer), so production settings (SSL redirect) let them through."""
+    host with CSRF enforced (token and Referer), so production settings (SSL redirect) let them through.
+    Each simulated person comes from an address of their own (TEST-NET-2, 198.51.100.0/24), as people do,
+    so the per-IP throttles count each of them apart."""
 
-    def __init__(self) -> None:
+    def __init__(self, number: int = 0) -> None:
         from django.test import Client
 
         self.host = _in_process_host()
-        self.client = Client(enforce_csrf_checks=True, HTTP_HOST=self.host)
+        self.client = Client(
+            enforce_csrf_checks=True, HTTP_HOST=self.host, REMOTE_ADDR=f"198.51.100.{number % 254 + 1}"
+        )
 
     def _csrf(self) -> str:
         cookie = self.client.cookies.get("csrftoken")
@@ -128,12 +132,13 @@ class _HttpBrowser:
         )
 
 
-def _browser_factory(client: str | None) -> Callable[[], Browser]:
+def _browser_factory(client: str | None) -> Callable[[int], Browser]:
+    """browser(n) for the n-th simulated person."""
     if client is None:
         return _TestClientBrowser
     if not re.match(r"^https?://[^/]+", client):
         raise SimulationError(f"URL {client!r}: expected http(s)://host[:port]")
-    return lambda: _HttpBrowser(client)
+    return lambda number: _HttpBrowser(client)
 
 
 @dataclass
@@ -251,6 +256,10 @@ class _SimulatedWorker:
             if page.status != 200:
                 raise self._fail("the batch link", page)
             page = self.browser.post(start, {"worker_id": self.worker.name})
+            if page.status != 302 or _route(page.location)[0] != "worker_link":
+                raise self._fail("starting", page)
+            # The start hands out the person's personal link, which logs this browser in.
+            page = self.browser.get(_path_of(page.location))
         if page.status != 302:
             raise self._fail("starting", page)
 
@@ -307,8 +316,10 @@ def crowd_simulate(
 
     Workers take turns, one task each, in a seeded order, so every worker (spammers too) answers some
     units. With `client` None the pages run in-process (`django.test.Client`, CSRF enforced); with a base
-    URL such as http://127.0.0.1:8000 they go over HTTP to a running server on this database. Worker ids are
-    `sim-honest-NN` / `sim-spammer-NN`, so a second call carries on where the first stopped.
+    URL such as http://127.0.0.1:8000 they go over HTTP to a running server on this database (whose per-IP
+    throttles then count every simulated person as one). Each person starts on the batch link as a new
+    worker named `sim-honest-NN` / `sim-spammer-NN` (the worker's label), so a second call brings new people
+    to the slots the first left.
     """
     if batch.provider == Provider.MTURK:
         raise SimulationError(
@@ -329,7 +340,9 @@ def crowd_simulate(
     if limit == 0:
         return result
     make_browser = _browser_factory(client)
-    simulated = [_SimulatedWorker(person, batch, make_browser(), plan) for person in people]
+    simulated = [
+        _SimulatedWorker(person, batch, make_browser(number), plan) for number, person in enumerate(people)
+    ]
     rng = random.Random(seed)
     active = list(simulated)
     slots = batch.tasks.count() * batch.assignments_per_task

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from annotate.views import comparison, requester, worker
+from annotate.views import comparison, images, requester, worker
 
 app_name = "annotate"
 
@@ -33,10 +33,12 @@ urlpatterns = [
         name="run_comparison_export",
     ),
     path("batches/<uuid:batch_id>/<str:action>/", requester.batch_action, name="batch_action"),
-    # Worker pages (local link and Prolific study URL).
+    # Worker pages (local link and Prolific study URL; the task images serve MTurk's frame too).
     path("w/<uuid:batch_id>/", worker.batch_start, name="batch_start"),
     path("w/<uuid:batch_id>/next/", worker.batch_next, name="batch_next"),
+    path("w/<uuid:batch_id>/me/<str:token>/", worker.worker_link, name="worker_link"),
     path("w/task/<uuid:task_id>/", worker.task_preview, name="task_preview"),
+    path("w/task/<uuid:task_id>/image/<int:rank>/", images.task_image, name="task_image"),
     path("w/a/<uuid:assignment_id>/", worker.assignment_work, name="assignment"),
     path("w/a/<uuid:assignment_id>/return/", worker.assignment_return, name="assignment_return"),
     path("", include("annotate.providers.mturk.urls")),

@@ -67,11 +67,18 @@ def main() -> None:
     torch.manual_seed(0)
     weights = work / "toy.pt"
     torch.save(toy_checkpoint(ToyNet(num_classes=len(OBJECTS)), list(OBJECTS)), weights)
+    project = runs.project_get_or_create(name="Benchmarks")
     with weights.open("rb") as handle:
         network = runs.network_register(
-            name="toy (scale)", architecture="toy", weights=File(handle, name="toy.pt"), inspect_now=True
+            project=project,
+            name="toy (scale)",
+            architecture="toy",
+            weights=File(handle, name="toy.pt"),
+            inspect_now=True,
         )
-    probe_set = runs.probe_set_register(name="synthetic (scale)", path=str(probe), inspect_now=True)
+    probe_set = runs.probe_set_register(
+        project=project, name="synthetic (scale)", path=str(probe), inspect_now=True
+    )
 
     def timed_run(workers: int) -> tuple[float, DissectionRun]:
         procs = [
@@ -110,6 +117,7 @@ def main() -> None:
                     raise SystemExit(f"workers did not answer; see {work}/worker*.log")
             start = time.perf_counter()
             run = runs.run_launch(
+                project=project,
                 name=f"scale x{workers}",
                 network=network,
                 probe_set=probe_set,

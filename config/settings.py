@@ -8,6 +8,8 @@ fresh clone run on its own: SQLite, media on the local disk, Celery in-process. 
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -45,6 +47,14 @@ def env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+def envrate(name: str, default: str) -> str:
+    """A django-ratelimit rate such as 30/m (30 a minute)."""
+    value = env(name, default)
+    if not re.fullmatch(r"[1-9]\d*/\d*[smhd]", value):
+        raise ValueError(f"environment variable {name}={value!r} is not a rate such as 30/m")
+    return value
+
+
 DEBUG = envbool("DEBUG", False)
 # The embedded key says it is insecure (so `check --deploy` flags it) and serves DEBUG only: production
 # (DEBUG off) refuses to start without a SECRET_KEY of its own rather than sign cookies with a public key.
@@ -66,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "runs",
     "annotate",
 ]
@@ -79,6 +90,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout during login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -110,8 +123,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The cache backs the throttles (login attempts, crowd worker creation, slot taking): shared by every web
-# process in production (CACHE_URL=redis://...), in this process by default.
+# The cache backs the crowd's throttles (crowd worker creation, slot taking): shared by every web process in
+# production (CACHE_URL=redis://...), in this process by default. Login attempts are counted in the database.
 CACHE_URL = env("CACHE_URL")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
@@ -127,6 +140,21 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "annotate:dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username from one
+# address, that pair is locked out for AXES_COOLOFF_HOURS. Attempts are rows in the database (shown in the
+# admin), so every web process counts the same ones. Axes' backend comes first: it refuses a locked-out
+# pair before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(hours=envint("AXES_COOLOFF_HOURS", 1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -135,9 +163,13 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
-MEDIA_URL = env("MEDIA_URL", "/media/")
+# Media are private: runs' media view serves /media/<key> to the members of the key's project only, so the
+# URL is fixed (FieldFile.url of local media must reach that view).
+MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "media")))
 
+# The bucket must not be public: pages link tiles with signed URLs that expire (S3_SIGNED_URLS, on by
+# default), and reports come through the media view.
 S3_BUCKET = env("S3_BUCKET")
 if S3_BUCKET:
     _media_storage = {
@@ -161,9 +193,6 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-# Serve media from Django itself only when it lives on the local disk (the embedded default).
-SERVE_MEDIA = envbool("SERVE_MEDIA", not S3_BUCKET)
-
 # Security: safe by default, relaxed only when DEBUG is on or for the plain-HTTP local demo.
 SECURE_SSL = envbool("SECURE_SSL", not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_SSL
@@ -172,7 +201,11 @@ SECURE_SSL_REDIRECT = SECURE_SSL
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if SECURE_SSL else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_SSL
 SECURE_HSTS_PRELOAD = SECURE_SSL
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
+BEHIND_PROXY = envbool("BEHIND_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_PROXY else None
+# Behind BEHIND_PROXY the client's address is the one the outermost of PROXY_COUNT proxies saw: the entry
+# that many places from the right of X-Forwarded-For (the entries left of it are the client's to forge).
+PROXY_COUNT = envint("PROXY_COUNT", 1) if BEHIND_PROXY else 0
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -224,6 +257,12 @@ PROBE_SET_MAX_BYTES = envint("PROBE_SET_MAX_BYTES", 200 * 2**30)
 MTURK_SANDBOX = envbool("MTURK_SANDBOX", True)
 MTURK_REGION = env("MTURK_REGION", "us-east-1")
 PROLIFIC_COMPLETION_URL = env("PROLIFIC_COMPLETION_URL", "https://app.prolific.com/submissions/complete")
+# Crowd-side throttles per client IP, as django-ratelimit rates ("30/m": 30 a minute): new crowd workers (the
+# local link's start, Prolific arrivals) and slots taken (accepting a task, MTurk task pages that open one).
+RATELIMIT_WORKER_CREATE = envrate("RATELIMIT_WORKER_CREATE", "30/m")
+RATELIMIT_SLOT_TAKE = envrate("RATELIMIT_SLOT_TAKE", "120/m")
+# django-ratelimit finds the client's address by the rule every throttle shares (PROXY_COUNT).
+RATELIMIT_IP_META_KEY = "config.client_ip.client_ip"
 
 LOGGING = {
     "version": 1,

@@ -1,26 +1,36 @@
-"""Django admin for dissection runs and what they found: the requester's raw view and escape hatch."""
+"""Django admin for projects, dissection runs and what they found: the superuser's raw view and escape
+hatch (it is not scoped by project: give staff accounts no admin permissions on these models)."""
 
 from django.contrib import admin
 
-from runs.models import DissectionRun, Network, ProbeSet, Shard, Unit, UnitImage
+from runs.models import DissectionRun, Network, ProbeSet, Project, Shard, Unit, UnitImage
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_at")
+    search_fields = ("name",)
+    filter_horizontal = ("members",)
 
 
 @admin.register(ProbeSet)
 class ProbeSetAdmin(admin.ModelAdmin):
-    list_display = ("name", "path", "image_count", "status", "created_at")
+    list_display = ("name", "project", "path", "image_count", "status", "created_at")
+    list_filter = ("project",)
     search_fields = ("name", "path")
 
 
 @admin.register(Network)
 class NetworkAdmin(admin.ModelAdmin):
-    list_display = ("name", "architecture", "status", "created_at")
+    list_display = ("name", "project", "architecture", "status", "created_at")
+    list_filter = ("project",)
     search_fields = ("name", "architecture")
 
 
 @admin.register(DissectionRun)
 class DissectionRunAdmin(admin.ModelAdmin):
-    list_display = ("name", "network", "probe_set", "status", "progress", "created_at")
-    list_filter = ("status",)
+    list_display = ("name", "project", "network", "probe_set", "status", "progress", "created_at")
+    list_filter = ("project", "status")
     search_fields = ("name",)
 
 

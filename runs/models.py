@@ -11,6 +11,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from runs.access import ProjectQuerySet, ProjectScopedQuerySet
+
 
 class Readiness(models.TextChoices):
     """Whether a registered network or probe set was checked by a worker (or by the command that
@@ -21,15 +23,35 @@ class Readiness(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class Project(models.Model):
+    """Who sees what: runs, networks, probe sets and batches belong to one project, and a requester sees the
+    projects they are a member of (`runs.access`). Members are edited in the admin."""
+
+    name = models.CharField(max_length=200, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="projects")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ProjectQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class ProbeSet(models.Model):
     """A folder (local path or s3:// prefix) of images with concept masks that units are dissected on."""
 
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="probe_sets")
     name = models.CharField(max_length=200, unique=True)
     path = models.CharField(max_length=1000, help_text="Local folder or s3://bucket/prefix")
     image_count = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Readiness.choices, default=Readiness.READY)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ProjectScopedQuerySet.as_manager()
 
     def __str__(self) -> str:
         return self.name
@@ -41,6 +63,7 @@ class Network(models.Model):
     `layers` holds the model's layer names, read once when it is registered, so that launching a run checks
     layer names without loading the model in a web request."""
 
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="networks")
     name = models.CharField(max_length=200, unique=True)
     architecture = models.CharField(max_length=100)
     weights = models.FileField(upload_to="networks/weights/", null=True, blank=True)
@@ -49,6 +72,8 @@ class Network(models.Model):
     status = models.CharField(max_length=16, choices=Readiness.choices, default=Readiness.READY)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ProjectScopedQuerySet.as_manager()
 
     def __str__(self) -> str:
         return self.name
@@ -64,6 +89,7 @@ class DissectionRun(models.Model):
         DONE = "done", "Done"
         CANCELLED = "cancelled", "Cancelled"
 
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="runs")
     name = models.CharField(max_length=200, unique=True)
     network = models.ForeignKey(Network, null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
     probe_set = models.ForeignKey(
@@ -85,6 +111,8 @@ class DissectionRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ProjectScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

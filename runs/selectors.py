@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.urls import reverse
 
 from runs.models import DissectionRun, Network, ProbeSet, Unit
 
@@ -30,8 +32,14 @@ def run_status(*, run: DissectionRun) -> dict[str, Any]:
 
 
 def run_reports(*, run: DissectionRun) -> list[tuple[str, str]]:
-    """(layer, URL of its report.html) for every rendered layer of a finished run."""
-    return [(layer, default_storage.url(run.report[layer])) for layer in run.layers if layer in run.report]
+    """(layer, URL of its report.html) for every rendered layer of a finished run. Always through the media
+    view, even on S3: it serves the report with a no-script policy, and the strips the report links to
+    relatively come through it too (a private bucket answers unsigned links with 403)."""
+    return [
+        (layer, reverse("runs:media", args=[run.report[layer]]))
+        for layer in run.layers
+        if layer in run.report
+    ]
 
 
 def run_units(*, run: DissectionRun) -> QuerySet[Unit]:
@@ -50,20 +58,38 @@ def run_cam_gallery(*, run: DissectionRun) -> list[dict[str, Any]]:
     return entries
 
 
-def networks_overview() -> QuerySet[Network]:
-    return Network.objects.order_by("name")
+def networks_overview(*, user: Any) -> QuerySet[Network]:
+    return Network.objects.visible_to(user).select_related("project").order_by("name")
 
 
-def probe_sets_overview() -> QuerySet[ProbeSet]:
-    return ProbeSet.objects.order_by("name")
+def probe_sets_overview(*, user: Any) -> QuerySet[ProbeSet]:
+    return ProbeSet.objects.visible_to(user).select_related("project").order_by("name")
 
 
-def runs_overview() -> QuerySet[DissectionRun]:
+def runs_overview(*, user: Any) -> QuerySet[DissectionRun]:
     return (
-        DissectionRun.objects.select_related("network", "probe_set")
+        DissectionRun.objects.visible_to(user)
+        .select_related("network", "probe_set", "project")
         .annotate(unit_count=Count("units"))
         .order_by("-created_at")
     )
+
+
+_RUN_ID = re.compile(r"[0-9]+")
+
+
+def media_key_visible(*, user: Any, key: str) -> bool:
+    """Whether `user` may read the stored file `key`: a run's files (`runs/<run id>/...`, imported unit
+    images under `units/<run id>/...`) and a network's uploads (`networks/...`) go to the members of the
+    owner's project; any other key, or one that is not a plain relative path, to nobody."""
+    parts = key.split("/")
+    if "\\" in key or any(part in ("", ".", "..") for part in parts):
+        return False
+    if parts[0] in ("runs", "units") and len(parts) >= 3 and _RUN_ID.fullmatch(parts[1]):
+        return DissectionRun.objects.visible_to(user).filter(pk=int(parts[1])).exists()
+    if parts[0] == "networks":
+        return Network.objects.visible_to(user).filter(Q(weights=key) | Q(torchscript=key)).exists()
+    return False
 
 
 def run_layers(*, run: DissectionRun) -> list[str]:

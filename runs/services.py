@@ -31,11 +31,13 @@ from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
 
 from dissection.errors import DissectionError
+from runs.access import may_use_project
 from runs.errors import ImportUnitsError, RunError, RunStopped
 from runs.models import (
     DissectionRun,
     Network,
     ProbeSet,
+    Project,
     Readiness,
     Shard,
     Unit,
@@ -58,15 +60,36 @@ NEXT_PHASE = {
 }
 
 
+# --- projects ----------------------------------------------------------------------------------------------
+
+DEFAULT_PROJECT = "Default"
+
+
+def project_get_or_create(*, name: str = DEFAULT_PROJECT) -> Project:
+    """The project called `name`, made without members when missing (the commands' `--project`): members
+    are added in the admin."""
+    name = name.strip()
+    if not name:
+        raise RunError("Project: a project needs a name.")
+    project, _ = Project.objects.get_or_create(name=name)
+    return project
+
+
+def _check_project(project: Project, created_by: Any) -> None:
+    """Refuse a project the creator is not a member of (the superuser may use any)."""
+    if not may_use_project(created_by, project):
+        raise RunError(f"Project: you are not a member of project {project.name!r}.")
+
+
 # --- registration ------------------------------------------------------------------------------------------
 
 
-def _name_free(model: type[Network] | type[ProbeSet], name: str, what: str) -> None:
-    """Refuse a taken name; a registration that failed its check gives its name back."""
+def _name_free(model: type[Network] | type[ProbeSet], name: str, what: str, project: Project) -> None:
+    """Refuse a taken name; a registration of the same project that failed its check gives its name back."""
     existing = model.objects.filter(name=name).first()
     if existing is None:
         return
-    if existing.status != Readiness.FAILED or existing.runs.exists():
+    if existing.status != Readiness.FAILED or existing.runs.exists() or existing.project_id != project.pk:
         raise RunError(f"Name: a {what} called {name!r} exists already.")
     if isinstance(existing, Network):
         _network_delete_files(existing)
@@ -81,17 +104,21 @@ def _network_delete_files(network: Network) -> None:
 
 def network_register(
     *,
+    project: Project,
     name: str,
     architecture: str,
     weights: File | None = None,
     torchscript: File | None = None,
     inspect_now: bool = False,
+    created_by: Any = None,
 ) -> Network:
-    """A network from an architecture name plus a state-dict checkpoint, or from a TorchScript file.
+    """A network of `project` from an architecture name plus a state-dict checkpoint, or from a TorchScript
+    file; `created_by` must be a member of the project (checked, not stored).
 
     The model is loaded once, to refuse a bad file and to record its layer names: by a worker (the page
     returns at once, the network shows "being checked") or, with `inspect_now`, here (the command line),
     where a bad file raises RunError and leaves nothing behind."""
+    _check_project(project, created_by)
     name, architecture = name.strip(), architecture.strip()
     if not name:
         raise RunError("Name: a network needs a name.")
@@ -100,8 +127,10 @@ def network_register(
     if weights is not None and not architecture:
         raise RunError("Architecture: name the architecture of the weights, e.g. toy or resnet18.")
     with transaction.atomic():
-        _name_free(Network, name, "network")
-        network = Network(name=name, architecture=architecture or "torchscript", status=Readiness.PENDING)
+        _name_free(Network, name, "network", project)
+        network = Network(
+            project=project, name=name, architecture=architecture or "torchscript", status=Readiness.PENDING
+        )
         if weights is not None:
             network.weights.save(Path(weights.name or "weights.pt").name, weights, save=False)
         if torchscript is not None:
@@ -118,11 +147,15 @@ def network_inspect(*, network_id: int) -> None:
     _record_check(Network, network_id, lambda network: {"layers": network_layers(network)}, {"layers": []})
 
 
-def probe_set_register(*, name: str, path: str, inspect_now: bool = False) -> ProbeSet:
-    """A Broden-format probe set from a local folder (shared by the workers) or an s3://bucket/prefix.
+def probe_set_register(
+    *, project: Project, name: str, path: str, inspect_now: bool = False, created_by: Any = None
+) -> ProbeSet:
+    """A Broden-format probe set of `project` from a local folder (shared by the workers) or an
+    s3://bucket/prefix; `created_by` must be a member of the project (checked, not stored).
 
     Reading it (and downloading an S3 prefix) is a worker's job, as for networks; `inspect_now` does it
     here."""
+    _check_project(project, created_by)
     name, path = name.strip(), path.strip()
     if not name:
         raise RunError("Name: a probe set needs a name.")
@@ -131,8 +164,8 @@ def probe_set_register(*, name: str, path: str, inspect_now: bool = False) -> Pr
     if not path.startswith("s3://"):
         path = str(Path(path).expanduser().resolve())
     with transaction.atomic():
-        _name_free(ProbeSet, name, "probe set")
-        probe_set = ProbeSet.objects.create(name=name, path=path, status=Readiness.PENDING)
+        _name_free(ProbeSet, name, "probe set", project)
+        probe_set = ProbeSet.objects.create(project=project, name=name, path=path, status=Readiness.PENDING)
     _check(probe_set, now=inspect_now, field="Path")
     return probe_set
 
@@ -223,6 +256,7 @@ def _check_ready(thing: Network | ProbeSet, what: str) -> None:
 
 def run_launch(
     *,
+    project: Project,
     name: str,
     network: Network,
     probe_set: ProbeSet,
@@ -232,9 +266,14 @@ def run_launch(
     semantics: str = "paper",
     created_by: Any = None,
 ) -> DissectionRun:
-    """A queued run with its scan shards (slices of `shard_size` images); they are enqueued on commit.
+    """A queued run of `project` with its scan shards (slices of `shard_size` images); they are enqueued on
+    commit. The network and the probe set must be the project's, so that no project shows another's.
 
     Layer names are checked against the names recorded at registration; the model is not loaded here."""
+    _check_project(project, created_by)
+    for thing, what in ((network, "Network"), (probe_set, "Probe set")):
+        if thing.project_id != project.pk:
+            raise RunError(f"{what}: {thing.name!r} is not in project {project.name!r}.")
     name = name.strip()
     layers = list(dict.fromkeys(layer.strip() for layer in layers if layer.strip()))
     if not name:
@@ -263,6 +302,7 @@ def run_launch(
     count = math.ceil(probe_set.image_count / shard_size)
     with transaction.atomic():
         run = DissectionRun.objects.create(
+            project=project,
             name=name,
             network=network,
             probe_set=probe_set,
@@ -649,9 +689,10 @@ def _check_image(path: Path) -> None:
         raise ImportUnitsError(f"{path}: unreadable image ({exc})") from None
 
 
-def units_import(*, run_name: str, directory: Path) -> list[Unit]:
+def units_import(*, project: Project, run_name: str, directory: Path) -> list[Unit]:
     """Import one sub-folder per unit (`<layer>_<channel>/` with images ranked by file name and an optional
-    unit.json: label, category, iou, interpretable, threshold, activations) into the run `run_name`.
+    unit.json: label, category, iou, interpretable, threshold, activations) into the run `run_name` of
+    `project` (made when missing).
 
     Everything is checked before anything is written; a failure names the folder or file and leaves the
     database and media storage as they were.
@@ -667,6 +708,8 @@ def units_import(*, run_name: str, directory: Path) -> list[Unit]:
     if not folders:
         raise ImportUnitsError(f"{directory}: no unit sub-folders (expected <layer>_<channel>/)")
     run = DissectionRun.objects.filter(name=run_name).first()
+    if run is not None and run.project_id != project.pk:
+        raise ImportUnitsError(f"run {run_name!r} is not in project {project.name!r}")
     if run is not None:
         for parsed in folders:
             if run.units.filter(layer=parsed.layer, channel=parsed.channel).exists():
@@ -678,7 +721,12 @@ def units_import(*, run_name: str, directory: Path) -> list[Unit]:
         with transaction.atomic():
             run, _ = DissectionRun.objects.get_or_create(
                 name=run_name,
-                defaults={"status": Status.DONE, "progress": 1.0, "finished_at": timezone.now()},
+                defaults={
+                    "project": project,
+                    "status": Status.DONE,
+                    "progress": 1.0,
+                    "finished_at": timezone.now(),
+                },
             )
             run.layers = sorted(set(run.layers) | {f.layer for f in folders})
             run.save(update_fields=["layers"])

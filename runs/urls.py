@@ -13,4 +13,6 @@ urlpatterns = [
     path("runs/<int:run_id>/cam/", views.run_cam, name="run_cam"),
     path("networks/new/", views.network_create, name="network_create"),
     path("probe-sets/new/", views.probe_set_create, name="probe_set_create"),
+    # FieldFile.url of local media is MEDIA_URL + key, so this prefix is MEDIA_URL (fixed at /media/).
+    path("media/<path:key>", views.media_file, name="media"),
 ]

@@ -1,14 +1,19 @@
-"""Requester pages for dissection runs: register networks and probe sets, launch, watch, cancel, CAM gallery.
+"""Requester pages for dissection runs: register networks and probe sets, launch, watch, cancel, CAM gallery,
+and the media files of runs and networks.
 
-Thin: forms check input, `runs.services` writes, `runs.selectors` reads.
+Thin: forms check input, `runs.services` writes, `runs.selectors` reads. Every object is looked up among
+those the user may see (`runs.access`): another project's is a 404.
 """
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Callable
+from pathlib import PurePosixPath
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import (
     require_http_methods,
@@ -24,6 +29,13 @@ from runs.forms import NetworkForm, ProbeSetForm, RunForm
 from runs.models import DissectionRun
 
 POLL_SECONDS = 2
+# Stored HTML (report.html: inline CSS and SVG, images beside it) and SVG may show images and styles from
+# here and nothing else: no script, no form, no frame, no plugin.
+MEDIA_CSP = (
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+MEDIA_INLINE = ("image/", "text/html")
 
 
 @staff_required
@@ -33,9 +45,9 @@ def run_list(request: HttpRequest) -> HttpResponse:
         request,
         "runs/list.html",
         {
-            "runs": run_selectors.runs_overview(),
-            "networks": run_selectors.networks_overview(),
-            "probe_sets": run_selectors.probe_sets_overview(),
+            "runs": run_selectors.runs_overview(user=request.user),
+            "networks": run_selectors.networks_overview(user=request.user),
+            "probe_sets": run_selectors.probe_sets_overview(user=request.user),
         },
     )
 
@@ -43,7 +55,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_http_methods(["GET", "POST"])
 def run_create(request: HttpRequest) -> HttpResponse:
-    form = RunForm(request.POST or None)
+    form = RunForm(request.POST or None, user=request.user)
     if request.method == "POST":
         if form.is_valid():
             try:
@@ -66,7 +78,10 @@ def run_create(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_safe
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = get_object_or_404(DissectionRun.objects.select_related("network", "probe_set"), pk=run_id)
+    run = get_object_or_404(
+        DissectionRun.objects.visible_to(request.user).select_related("network", "probe_set", "project"),
+        pk=run_id,
+    )
     return render(
         request,
         "runs/detail.html",
@@ -84,13 +99,13 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @staff_required
 @require_safe
 def run_status(request: HttpRequest, run_id: int) -> JsonResponse:
-    run = get_object_or_404(DissectionRun, pk=run_id)
+    run = get_object_or_404(DissectionRun.objects.visible_to(request.user), pk=run_id)
     return JsonResponse(run_selectors.run_status(run=run))
 
 
 def _run_action(request: HttpRequest, run_id: int, action: Callable[..., object], done: str) -> HttpResponse:
     """Apply a run service, report its outcome as a message, and go back to the run page."""
-    run = get_object_or_404(DissectionRun, pk=run_id)
+    run = get_object_or_404(DissectionRun.objects.visible_to(request.user), pk=run_id)
     try:
         action(run=run)
     except RunError as exc:
@@ -119,11 +134,11 @@ def run_cam(request: HttpRequest, run_id: int) -> HttpResponse:
 @staff_required
 @require_http_methods(["GET", "POST"])
 def network_create(request: HttpRequest) -> HttpResponse:
-    form = NetworkForm(request.POST or None, request.FILES or None)
+    form = NetworkForm(request.POST or None, request.FILES or None, user=request.user)
     if request.method == "POST":
         if form.is_valid():
             try:
-                network = run_services.network_register(**form.cleaned_data)
+                network = run_services.network_register(**form.cleaned_data, created_by=request.user)
             except RunError as exc:
                 form.add_error(None, str(exc))
             else:
@@ -138,11 +153,11 @@ def network_create(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_http_methods(["GET", "POST"])
 def probe_set_create(request: HttpRequest) -> HttpResponse:
-    form = ProbeSetForm(request.POST or None)
+    form = ProbeSetForm(request.POST or None, user=request.user)
     if request.method == "POST":
         if form.is_valid():
             try:
-                probe_set = run_services.probe_set_register(**form.cleaned_data)
+                probe_set = run_services.probe_set_register(**form.cleaned_data, created_by=request.user)
             except RunError as exc:
                 form.add_error(None, str(exc))
             else:
@@ -150,3 +165,24 @@ def probe_set_create(request: HttpRequest) -> HttpResponse:
                 return redirect("runs:run_list")
         return render(request, "runs/register.html", {"form": form, "what": "probe set"}, status=400)
     return render(request, "runs/register.html", {"form": form, "what": "probe set"})
+
+
+@staff_required
+@require_safe
+def media_file(request: HttpRequest, key: str) -> FileResponse:
+    """A stored file (tile, strip, report, result, upload) for the members of its owner's project, streamed
+    from the default storage (local disk or S3). There is no other route to local media: a worker's page
+    gets its images through the task's image view, and anything that is not a run's or a network's file is
+    a 404."""
+    if not run_selectors.media_key_visible(user=request.user, key=key) or not default_storage.exists(key):
+        raise Http404("No such file.")
+    content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+    response = FileResponse(
+        default_storage.open(key, "rb"),
+        content_type=content_type,
+        as_attachment=not content_type.startswith(MEDIA_INLINE),
+        filename=PurePosixPath(key).name,
+    )
+    response["Content-Security-Policy"] = MEDIA_CSP
+    response["Cache-Control"] = "private, max-age=300"
+    return response

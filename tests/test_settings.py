@@ -58,3 +58,26 @@ def test_envbool(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) ->
 
     monkeypatch.setenv("SOME_FLAG", value)
     assert envbool("SOME_FLAG", False) is expected
+
+
+def test_login_throttle_and_proxy_settings_come_from_the_environment() -> None:
+    script = (
+        "from django.conf import settings as s; "
+        "print(s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME, s.AXES_LOCKOUT_PARAMETERS, s.PROXY_COUNT)"
+    )
+    result = _run(
+        ["shell", "-c", script], DEBUG="1", AXES_FAILURE_LIMIT="4", AXES_COOLOFF_HOURS="3", BEHIND_PROXY="1"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == "4 3:00:00 [['username', 'ip_address']] 1"
+    default = _run(["shell", "-c", script], DEBUG="1")
+    assert default.stdout.split("\n")[-2] == "10 1:00:00 [['username', 'ip_address']] 0"
+
+
+def test_media_has_no_public_route() -> None:
+    from django.urls import resolve
+
+    assert resolve("/media/runs/1/conv4/report/report.html").url_name == "media"
+    from config import settings
+
+    assert not hasattr(settings, "SERVE_MEDIA") and settings.MEDIA_URL == "/media/"

@@ -26,7 +26,9 @@ class SyncResult:
     seen: int = 0
     updated: int = 0
     pushed: int = 0
+    verified: int = 0
     unknown: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -40,14 +42,17 @@ class RemoteAssignment:
     external_id: str
     status: str  # SUBMITTED, APPROVED, REJECTED, or the provider's own word for anything else
     feedback: str = ""
+    worker_id: str = ""
+    hit_id: str = ""
 
 
 class CrowdProvider:
     """Default behaviour: a provider with no outside API (everything is recorded locally only)."""
 
     name: ClassVar[str] = ""
-    # Whether assignment slots are handed out by the outside service (MTurk) rather than by us.
-    external_slots: ClassVar[bool] = False
+    # Whether a worker's arrival carries ids anyone could type (MTurk's query string): such assignments
+    # start unverified and count only once `remote_assignment` or `remote_assignments` confirms them.
+    confirms_later: ClassVar[bool] = False
 
     def check_publishable(self, batch: Batch) -> None:
         """Raise ProviderError naming the missing setting when `batch` cannot be published."""
@@ -80,3 +85,7 @@ class CrowdProvider:
     def remote_assignments(self, batch: Batch) -> Iterator[RemoteAssignment]:
         """Every assignment the provider holds for the batch (none for providers without an API)."""
         return iter(())
+
+    def remote_assignment(self, assignment: Assignment) -> RemoteAssignment | None:
+        """The provider's record of `assignment`, or None when it has none (yet) or cannot say."""
+        return None

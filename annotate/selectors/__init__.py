@@ -24,7 +24,12 @@ def tasks_open_for_worker(*, batch: Batch, worker: CrowdWorker) -> QuerySet[Task
     """Tasks of `batch` the worker never took that still have a free slot, in batch order."""
     return (
         batch.tasks.exclude(assignments__worker=worker)
-        .annotate(live=Count("assignments", filter=Q(assignments__slot__isnull=False)))
+        .annotate(
+            live=Count(
+                "assignments",
+                filter=Q(assignments__slot__isnull=False, assignments__slot__lt=batch.assignments_per_task),
+            )
+        )
         .filter(live__lt=batch.assignments_per_task)
         .order_by("position")
     )
@@ -42,9 +47,23 @@ def worker_current_assignment(*, batch: Batch, worker: CrowdWorker) -> Assignmen
     )
 
 
+def worker_has_finished_work(*, batch: Batch, worker: CrowdWorker) -> bool:
+    """Whether the worker has a submitted or approved answer in `batch`: what earns a completion code."""
+    return Assignment.objects.filter(
+        task__batch=batch, worker=worker, status__in=[Status.SUBMITTED, Status.APPROVED]
+    ).exists()
+
+
 def task_images(*, task: Task) -> list[UnitImage]:
     """The images a worker sees for `task`: the unit's top `images_per_task` by rank."""
     return list(task.unit.images.order_by("rank")[: task.batch.images_per_task])
+
+
+def task_image(*, task: Task, rank: int) -> UnitImage | None:
+    """The image of rank `rank` when `task` shows it (one of its top `images_per_task`), else None."""
+    if rank not in task_image_ranks(task=task):
+        return None
+    return task.unit.images.filter(rank=rank).first()
 
 
 def task_image_ranks(*, task: Task) -> list[int]:
@@ -54,9 +73,13 @@ def task_image_ranks(*, task: Task) -> list[int]:
 
 
 def batch_is_complete(*, batch: Batch) -> bool:
-    """Every task holds assignments_per_task approved answers."""
+    """Every task holds assignments_per_task approved, verified answers."""
     return not (
-        batch.tasks.annotate(approved=Count("assignments", filter=Q(assignments__status=Status.APPROVED)))
+        batch.tasks.annotate(
+            approved=Count(
+                "assignments", filter=Q(assignments__status=Status.APPROVED, assignments__verified=True)
+            )
+        )
         .filter(approved__lt=batch.assignments_per_task)
         .exists()
     )
@@ -69,21 +92,27 @@ class Progress:
     approved: int
     rejected: int
     in_progress: int
+    unverified: int = 0
+    """Answers the provider has not confirmed yet (MTurk): counted in none of the numbers above."""
 
 
 def batch_progress(*, batch: Batch) -> Progress:
-    """Answers in (submitted, approved or rejected) against the number the batch asks for."""
+    """Verified answers in (submitted, approved or rejected) against the number the batch asks for."""
+    verified = Q(verified=True)
     counts = Assignment.objects.filter(task__batch=batch).aggregate(
-        submitted=Count("pk", filter=Q(status__in=[Status.SUBMITTED, Status.APPROVED])),
-        approved=Count("pk", filter=Q(status=Status.APPROVED)),
-        rejected=Count("pk", filter=Q(status=Status.REJECTED)),
-        in_progress=Count("pk", filter=Q(status=Status.ACCEPTED)),
+        submitted=Count("pk", filter=verified & Q(status__in=[Status.SUBMITTED, Status.APPROVED])),
+        approved=Count("pk", filter=verified & Q(status=Status.APPROVED)),
+        rejected=Count("pk", filter=verified & Q(status=Status.REJECTED)),
+        in_progress=Count("pk", filter=verified & Q(status=Status.ACCEPTED)),
+        unverified=Count("pk", filter=Q(verified=False, status__in=Assignment.DONE)),
     )
     return Progress(required=batch.tasks.count() * batch.assignments_per_task, **counts)
 
 
-def batches_overview() -> list[tuple[Batch, Progress]]:
-    return [(batch, batch_progress(batch=batch)) for batch in Batch.objects.order_by("-created_at")]
+def batches_overview(*, user: Any) -> list[tuple[Batch, Progress]]:
+    """The batches of the projects `user` may see, newest first, with their progress."""
+    batches = Batch.objects.visible_to(user).select_related("project").order_by("-created_at")
+    return [(batch, batch_progress(batch=batch)) for batch in batches]
 
 
 def units_select(
@@ -177,11 +206,17 @@ EXPORT_FIELDS = (
     "accepted_at",
     "submitted_at",
     "feedback",
+    "worker_label",
+    "verified",
 )
 
 
 def batch_export_rows(*, batch: Batch) -> list[dict[str, Any]]:
-    """One row per assignment that has an answer or a decision (returned/expired ones carry none)."""
+    """One row per assignment that has an answer or a decision (returned/expired ones carry none).
+
+    `worker_label` is the name a local worker typed (shown, never trusted); `verified` false marks an answer
+    the provider has not confirmed yet, which no statistic counts.
+    """
     assignments = (
         Assignment.objects.filter(task__batch=batch)
         .exclude(status__in=[Status.RETURNED, Status.EXPIRED, Status.ACCEPTED])
@@ -216,6 +251,8 @@ def batch_export_rows(*, batch: Batch) -> list[dict[str, Any]]:
                 "accepted_at": a.accepted_at.isoformat(),
                 "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
                 "feedback": a.feedback,
+                "worker_label": a.worker.label,
+                "verified": a.verified,
             }
         )
     return rows

@@ -5,7 +5,8 @@ a verification batch (verify tasks only) has none, so its units' label answers c
 task on them. Verification answers come from every verify task on the units, in any batch, so a label
 batch's dashboard shows the verdicts of the verification batch made from it. A run's comparison covers
 its units and every answer on them. A worker who answered a unit more than once counts once, with
-their latest answer; rejected answers and abandoned assignments count never.
+their latest answer; rejected answers, abandoned assignments and answers the provider has not confirmed
+(unverified MTurk assignments) count never.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def _review_urls(units: Sequence[Unit]) -> dict[int, str]:
     urls: dict[int, str] = {}
     batches = (
         Batch.objects.filter(tasks__unit__in=wanted, tasks__kind=Task.Kind.LABEL)
+        .filter(project__in={unit.run.project_id for unit in units})
         .distinct()
         .order_by("created_at", "pk")
     )
@@ -126,7 +128,7 @@ def _latest_per_worker(annotations: Iterable[Annotation]) -> dict[int, dict[int,
 
 def _counted(annotations: QuerySet[Annotation]) -> QuerySet[Annotation]:
     return (
-        annotations.filter(assignment__status__in=COUNTED)
+        annotations.filter(assignment__status__in=COUNTED, assignment__verified=True)
         .select_related("assignment__worker", "assignment__task")
         .order_by("assignment__submitted_at", "pk")
     )

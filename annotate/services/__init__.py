@@ -8,9 +8,11 @@ from annotate.services.assignments import (
     WORDS_MAX,
     SubmitOutcome,
     annotation_submit,
+    answer_words_clean,
     assignment_accept,
     assignment_expire_overdue,
     assignment_return,
+    assignment_verify,
 )
 from annotate.services.batches import (
     GoldAnswer,
@@ -22,6 +24,7 @@ from annotate.services.batches import (
 )
 from annotate.services.crowd_workers import (
     crowd_worker_block,
+    crowd_worker_create,
     crowd_worker_get_or_create,
     random_worker_id,
 )
@@ -41,12 +44,14 @@ __all__ = [
     "ReviewOutcome",
     "SubmitOutcome",
     "annotation_submit",
+    "answer_words_clean",
     "assignment_accept",
     "assignment_approve",
     "assignment_expire_overdue",
     "assignment_reject",
     "assignment_return",
     "assignment_send_bonus",
+    "assignment_verify",
     "assignments_review",
     "batch_cancel",
     "batch_create",
@@ -55,6 +60,7 @@ __all__ = [
     "batch_refresh_state",
     "batch_sync",
     "crowd_worker_block",
+    "crowd_worker_create",
     "crowd_worker_get_or_create",
     "random_worker_id",
 ]

@@ -4,6 +4,14 @@ Concurrency rules: a worker takes a task by locking the task row and picking the
 the batch's assignments_per_task; the partial unique constraint on (task, slot) makes a racer that slipped
 past the lock (SQLite has no row locks) fail with IntegrityError, and the service retries. Submitting locks
 the assignment row and returns the stored annotation on a replay, so a double submit stores one answer.
+
+Unverified assignments (MTurk: the ids on the task page's URL can be typed by anyone) hold an overflow slot,
+at or above assignments_per_task: the database still sees a live assignment with a slot, but the real slots
+below assignments_per_task go to verified assignments only, so no unverified arrival ever takes or frees
+one. Nothing is preempted: MTurk itself limits its workers to MaxAssignments, and an abandoned unverified
+assignment simply expires at its deadline. When MTurk confirms an assignment (`assignment_verify`) it moves
+into a free real slot (it keeps its overflow slot when MTurk handed out more than we count, e.g. after a
+rejection), and only then do its answer count, its gold answer score and its worker risk a block.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from django.utils import timezone
 
 from agreement import categories
 from agreement.gold import gold_matches
+from agreement.words import MAX_WORDS, answer_words
 from annotate import selectors
 from annotate.errors import (
     AlreadyDone,
@@ -31,7 +40,7 @@ from annotate.errors import (
     WrongProvider,
 )
 from annotate.models import Annotation, Assignment, Batch, CrowdWorker, Task
-from annotate.providers import ProviderError, get_provider
+from annotate.providers import ProviderError, RemoteAssignment, get_provider
 from annotate.services.crowd_workers import crowd_worker_block
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,11 @@ Status = Assignment.Status
 
 WORDS_MAX = 40
 ACCEPT_ATTEMPTS = 5
+SLOT_MAX = 32767
+"""The largest slot number the database stores (a small integer): the last overflow slot."""
+_MTURK_IDS = ("mturk_assignment_id", "mturk_hit_id", "turk_submit_to")
+"""Provider ids a reload never rewrites: an assignment keeps the MTurk assignment it was opened for."""
+_CONFIRMED = (RemoteAssignment.SUBMITTED, RemoteAssignment.APPROVED, RemoteAssignment.REJECTED)
 AUTO_REJECT_FEEDBACK = "Automatic: the answer did not match a control unit whose answer is known."
 
 
@@ -61,24 +75,20 @@ def _check_accepting(batch: Batch, now: datetime) -> None:
         raise BatchClosed("This batch has expired and takes no new work.")
 
 
-def _free_slot(task: Task, preempt_unsubmitted: bool) -> int:
-    """The lowest slot below assignments_per_task no live assignment holds.
-
-    With an outside provider that hands out slots itself (MTurk), a new assignment for a full task means
-    one of our unsubmitted holders was returned or abandoned there, so the oldest one gives up its slot.
-    """
+def _lowest_free(task: Task, slots: range) -> int | None:
     used = set(Assignment.objects.filter(task=task, slot__isnull=False).values_list("slot", flat=True))
-    for slot in range(task.batch.assignments_per_task):
-        if slot not in used:
-            return slot
-    if preempt_unsubmitted:
-        stale = Assignment.objects.filter(task=task, status=Status.ACCEPTED).order_by("accepted_at").first()
-        if stale is not None:
-            stale_slot = stale.slot
-            assert stale_slot is not None  # an accepted assignment holds a slot (assignment_live_holds_slot)
-            Assignment.objects.filter(pk=stale.pk).update(status=Status.RETURNED, slot=None)
-            return stale_slot
-    raise TaskFull("All places on this task are taken; please pick another task.")
+    return next((slot for slot in slots if slot not in used), None)
+
+
+def _free_slot(task: Task, *, verified: bool) -> int:
+    """The lowest slot no live assignment holds: a real one (below assignments_per_task) for a verified
+    assignment, an overflow one (at or above it) for an unverified one, which thus never pushes anyone out.
+    """
+    per_task = task.batch.assignments_per_task
+    slot = _lowest_free(task, range(per_task) if verified else range(per_task, SLOT_MAX + 1))
+    if slot is None:
+        raise TaskFull("All places on this task are taken; please pick another task.")
+    return slot
 
 
 def _accept_once(task_id: int, worker_id: int, now: datetime, provider_ids: dict[str, str]) -> Assignment:
@@ -87,8 +97,17 @@ def _accept_once(task_id: int, worker_id: int, now: datetime, provider_ids: dict
     assignment_expire_overdue(now=now, task=task)
     existing = Assignment.objects.filter(task=task, worker=worker).first()
     if existing is not None and existing.status == Status.ACCEPTED:
-        # A reload (also while the batch is paused) gets the worker's own assignment back.
-        changed = {k: v for k, v in provider_ids.items() if v and getattr(existing, k) != v}
+        # A reload (also while the batch is paused) gets the worker's own assignment back, but never under
+        # another MTurk assignment id: that would hand someone typing a worker's id that worker's task.
+        wanted = provider_ids.get("mturk_assignment_id", "")
+        if wanted and wanted != existing.mturk_assignment_id:
+            raise AlreadyDone(
+                "You already have this task open under another MTurk assignment; finish that one or wait "
+                "until it expires."
+            )
+        changed = {
+            k: v for k, v in provider_ids.items() if v and k not in _MTURK_IDS and getattr(existing, k) != v
+        }
         if changed:
             for key, value in changed.items():
                 setattr(existing, key, value)
@@ -105,7 +124,8 @@ def _accept_once(task_id: int, worker_id: int, now: datetime, provider_ids: dict
         raise AlreadyDone("You have already done this task.")
     provider = get_provider(task.batch.provider)
     assignment = existing or Assignment(task=task, worker=worker)
-    assignment.slot = _free_slot(task, preempt_unsubmitted=provider.external_slots)
+    assignment.verified = not provider.confirms_later
+    assignment.slot = _free_slot(task, verified=assignment.verified)
     assignment.status = Status.ACCEPTED
     assignment.accepted_at = now
     assignment.deadline = now + task.batch.assignment_duration
@@ -121,6 +141,7 @@ def assignment_accept(
     """Give `worker` a slot on `task` (or their accepted assignment again); TaskFull when none is free.
 
     `provider_ids` are Assignment fields such as mturk_assignment_id, turk_submit_to, prolific_session_id.
+    An assignment of a provider that confirms later (MTurk) starts unverified, in an overflow slot.
     """
     now = now or timezone.now()
     for attempt in range(ACCEPT_ATTEMPTS):
@@ -144,14 +165,25 @@ def assignment_return(*, assignment: Assignment) -> Assignment:
     return locked
 
 
-def _clean_answer(
-    words: str, category: str, rejected_ranks: Iterable[int], shown: Sequence[int]
-) -> tuple[str, str, list[int]]:
+def answer_words_clean(words: str) -> str:
+    """`words` with its spaces collapsed, or InvalidAnswer: the protocol's one or two words, counted as
+    the statistics and gold matching count them (`agreement.words.answer_words`), in WORDS_MAX characters.
+    """
     words = " ".join(words.split())
-    if not words:
+    count = len(answer_words(words, max_words=None))
+    if not count:
         raise InvalidAnswer("Words: write one or two words that describe the concept.")
     if len(words) > WORDS_MAX:
         raise InvalidAnswer(f"Words: at most {WORDS_MAX} characters (you wrote {len(words)}).")
+    if count > MAX_WORDS:
+        raise InvalidAnswer(f"Words: write one or two words (you wrote {count}).")
+    return words
+
+
+def _clean_answer(
+    words: str, category: str, rejected_ranks: Iterable[int], shown: Sequence[int]
+) -> tuple[str, str, list[int]]:
+    words = answer_words_clean(words)
     if category not in categories.CODES:
         raise InvalidAnswer(f"Category: {category!r} is not one of {', '.join(categories.CODES)}.")
     ranks = sorted(set(rejected_ranks))
@@ -216,39 +248,117 @@ def _submit_once(
     assignment.status = Status.SUBMITTED
     assignment.submitted_at = now
     block_reason = ""
-    if task.is_gold and task.kind == Task.Kind.LABEL:
-        passed = gold_matches(
-            words=clean_words,
-            category=clean_category,
-            gold_category=task.gold_category,
-            gold_words=task.gold_words,
-        )
-        assignment.gold_passed = passed
-        CrowdWorker.objects.filter(pk=worker.pk).update(
-            gold_total=F("gold_total") + 1, gold_correct=F("gold_correct") + int(passed)
-        )
-        worker.refresh_from_db(fields=["gold_total", "gold_correct"])
-        if not passed and batch.auto_reject_failed_gold:
-            # MTurk learns of the submission only after our page posts to it, so `batch_sync` pushes this
-            # rejection there; local and Prolific have nothing to call.
-            assignment.status = Status.REJECTED
-            assignment.slot = None
-            assignment.feedback = AUTO_REJECT_FEEDBACK
-            assignment.reviewed_at = now
-        threshold = batch.block_below_accuracy
-        accuracy = worker.gold_accuracy
-        if (
-            threshold is not None
-            and accuracy is not None
-            and worker.gold_total >= batch.block_min_gold
-            and accuracy < threshold
-        ):
-            block_reason = (
-                f"Automatic: accuracy on control units {accuracy:.0%} is below the batch's "
-                f"threshold of {threshold:.0%}."
-            )
+    if assignment.verified:
+        block_reason = _score_gold(assignment, annotation, now)
     assignment.save()
     return SubmitOutcome(annotation, replay=False, block_reason=block_reason)
+
+
+def _score_gold(assignment: Assignment, annotation: Annotation, now: datetime) -> str:
+    """Score a verified answer to a gold label task once (gold_passed stays None until then): the worker's
+    gold counters, auto-rejection of a submitted answer, and the reason to block them ("" for none)."""
+    task, batch = assignment.task, assignment.task.batch
+    if not (task.is_gold and task.kind == Task.Kind.LABEL) or assignment.gold_passed is not None:
+        return ""
+    passed = gold_matches(
+        words=annotation.words,
+        category=annotation.category,
+        gold_category=task.gold_category,
+        gold_words=task.gold_words,
+    )
+    assignment.gold_passed = passed
+    CrowdWorker.objects.filter(pk=assignment.worker_id).update(
+        gold_total=F("gold_total") + 1, gold_correct=F("gold_correct") + int(passed)
+    )
+    worker = CrowdWorker.objects.get(pk=assignment.worker_id)
+    if not passed and batch.auto_reject_failed_gold and assignment.status == Status.SUBMITTED:
+        # MTurk learns of the submission only after our page posts to it, so `batch_sync` pushes this
+        # rejection there; local and Prolific have nothing to call.
+        assignment.status = Status.REJECTED
+        assignment.slot = None
+        assignment.feedback = AUTO_REJECT_FEEDBACK
+        assignment.reviewed_at = now
+    threshold = batch.block_below_accuracy
+    accuracy = worker.gold_accuracy
+    if (
+        threshold is not None
+        and accuracy is not None
+        and worker.gold_total >= batch.block_min_gold
+        and accuracy < threshold
+    ):
+        return (
+            f"Automatic: accuracy on control units {accuracy:.0%} is below the batch's "
+            f"threshold of {threshold:.0%}."
+        )
+    return ""
+
+
+def _block(worker_id: int, reason: str) -> None:
+    """Block after the answer is safely stored; a provider failure blocks here only."""
+    worker = CrowdWorker.objects.get(pk=worker_id)
+    try:
+        crowd_worker_block(worker=worker, reason=reason)
+    except ProviderError:
+        log.exception("could not block worker %s at the provider; blocked here only", worker)
+        CrowdWorker.objects.filter(pk=worker.pk).update(blocked=True, blocked_reason=reason)
+
+
+def _matches(assignment: Assignment, task: Task, remote: RemoteAssignment) -> bool:
+    """Whether the provider's record names this very assignment, its worker and its task's HIT."""
+    return (
+        bool(assignment.mturk_assignment_id)
+        and remote.external_id == assignment.mturk_assignment_id
+        and bool(remote.worker_id)
+        and remote.worker_id == assignment.worker.external_id
+        and bool(remote.hit_id)
+        and remote.hit_id == task.mturk_hit_id
+        and assignment.mturk_hit_id in ("", remote.hit_id)
+        and remote.status in _CONFIRMED
+    )
+
+
+def assignment_verify(
+    *, assignment: Assignment, remote: RemoteAssignment, now: datetime | None = None
+) -> bool:
+    """Count an unverified assignment once the provider's record `remote` of it names the same assignment,
+    worker and HIT: it moves into a free real slot, and its gold answer is scored now (which may auto-reject
+    it and block its worker). True when it is verified (now or before); False, nothing changed, when the
+    record does not match."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        task = Task.objects.select_for_update(of=("self",)).select_related("batch").get(pk=assignment.task_id)
+        locked = (
+            Assignment.objects.select_for_update(of=("self",))
+            .select_related("task__batch", "worker")
+            .get(pk=assignment.pk)
+        )
+        if locked.verified:
+            return True
+        if not _matches(locked, task, remote):
+            log.warning("%s's record %s does not match assignment %s", task.batch.provider, remote, locked.pk)
+            return False
+        locked.verified = True
+        if locked.slot is not None and locked.slot >= task.batch.assignments_per_task:
+            real = _lowest_free(task, range(task.batch.assignments_per_task))
+            locked.slot = locked.slot if real is None else real
+        block_reason = ""
+        annotation = Annotation.objects.filter(assignment=locked).first()
+        if annotation is not None and locked.status in (Status.SUBMITTED, Status.APPROVED):
+            block_reason = _score_gold(locked, annotation, now)
+        locked.save()
+    if block_reason:
+        _block(locked.worker_id, block_reason)
+    return True
+
+
+def _verify_at_provider(assignment_id: int) -> None:
+    """Ask the provider whether it confirms an unverified assignment (MTurk: GetAssignment)."""
+    assignment = Assignment.objects.select_related("task__batch", "worker").get(pk=assignment_id)
+    if assignment.verified:
+        return
+    remote = get_provider(assignment.task.batch.provider).remote_assignment(assignment)
+    if remote is not None:
+        assignment_verify(assignment=assignment, remote=remote)
 
 
 def annotation_submit(
@@ -264,7 +374,8 @@ def annotation_submit(
 
     Nothing is stored when the answer is invalid, the assignment expired, was returned or belongs to a
     closed batch, or the worker is blocked. Gold units update the worker's accuracy, may auto-reject the
-    assignment and may block the worker (after the answer is safely stored).
+    assignment and may block the worker (after the answer is safely stored); for an unverified assignment
+    that happens only once the provider confirms it, which is asked here and by `batch_sync`.
     """
     now = now or timezone.now()
     assignment_expire_overdue(now=now, task=assignment.task)
@@ -275,12 +386,8 @@ def annotation_submit(
         stored = Annotation.objects.filter(assignment_id=assignment.pk).first()
         if stored is None:
             raise
-        return SubmitOutcome(stored, replay=True)
+        outcome = SubmitOutcome(stored, replay=True)
     if outcome.block_reason:
-        worker = CrowdWorker.objects.get(pk=assignment.worker_id)
-        try:
-            crowd_worker_block(worker=worker, reason=outcome.block_reason)
-        except ProviderError:
-            log.exception("could not block worker %s at the provider; blocked here only", worker)
-            CrowdWorker.objects.filter(pk=worker.pk).update(blocked=True, blocked_reason=outcome.block_reason)
+        _block(assignment.worker_id, outcome.block_reason)
+    _verify_at_provider(assignment.pk)
     return outcome

@@ -19,8 +19,9 @@ from annotate.errors import (
 )
 from annotate.models import Assignment, Batch, Provider, Task
 from annotate.providers import RemoteAssignment, SyncResult, get_provider
-from annotate.services.assignments import AUTO_REJECT_FEEDBACK
-from runs.models import Unit
+from annotate.services.assignments import AUTO_REJECT_FEEDBACK, assignment_verify
+from runs.access import may_use_project
+from runs.models import Project, Unit
 
 log = logging.getLogger(__name__)
 Status = Assignment.Status
@@ -48,11 +49,14 @@ def batch_create(
     block_below_accuracy: float | None = None,
     block_min_gold: int = 2,
     prolific_completion_code: str = "",
+    project: Project | None = None,
     created_by: Any = None,
 ) -> Batch:
     """A draft batch with one label task per unit; `gold` maps unit pk to its known answer.
 
     Gold units not in `units` are added; tasks are ordered as given, so gold units sit among the others.
+    The batch belongs to its units' project (`project`, when given, must be it), so every unit comes from
+    one project, and `created_by` must be a member of it.
     """
     gold = gold or {}
     if not title.strip():
@@ -66,6 +70,14 @@ def batch_create(
     unit_list += extra
     if not unit_list:
         raise InvalidAnswer("Units: the selection is empty.")
+    projects = set(
+        Unit.objects.filter(pk__in=[u.pk for u in unit_list]).values_list("run__project", flat=True)
+    )
+    if len(projects) > 1 or (project is not None and projects != {project.pk}):
+        raise InvalidAnswer("Units: a batch holds units of its own project only.")
+    owner = project or Project.objects.get(pk=projects.pop())
+    if not may_use_project(created_by, owner):
+        raise InvalidAnswer(f"Project: you are not a member of project {owner.name!r}.")
     for answer in gold.values():
         if answer.category not in categories.CODES:
             raise InvalidAnswer(
@@ -77,6 +89,7 @@ def batch_create(
         raise InvalidAnswer(f"Provider: {provider!r} is not one of {', '.join(Provider.values)}.")
     with transaction.atomic():
         batch = Batch(
+            project=owner,
             title=title.strip(),
             instructions=instructions,
             provider=provider,
@@ -157,24 +170,35 @@ def batch_cancel(*, batch: Batch) -> Batch:
 
 
 def batch_sync(*, batch: Batch) -> SyncResult:
-    """Reconcile assignment states with the batch's provider: push decisions made here that the provider has
-    not seen, mirror decisions made there. The provider only reports what it holds; the rules are here."""
+    """Reconcile assignment states with the batch's provider: confirm the assignments it reports for the
+    same worker and HIT (`assignment_verify`), push decisions made here that the provider has not seen,
+    mirror decisions made there. The provider only reports what it holds; the rules are here."""
     provider = get_provider(batch.provider)
     result = SyncResult()
     for remote in provider.remote_assignments(batch):
         result.seen += 1
-        _reconcile(provider, remote, result)
+        _reconcile(provider, batch, remote, result)
     return result
 
 
 _DECIDED = {RemoteAssignment.APPROVED: Status.APPROVED, RemoteAssignment.REJECTED: Status.REJECTED}
 
 
-def _reconcile(provider: Any, remote: RemoteAssignment, result: SyncResult) -> None:
-    local = Assignment.objects.filter(mturk_assignment_id=remote.external_id).select_related("worker").first()
+def _reconcile(provider: Any, batch: Batch, remote: RemoteAssignment, result: SyncResult) -> None:
+    local = (
+        Assignment.objects.filter(mturk_assignment_id=remote.external_id, task__batch=batch)
+        .select_related("worker", "task")
+        .first()
+    )
     if local is None:
         result.unknown.append(remote.external_id)
         return
+    if not local.verified:
+        if not assignment_verify(assignment=local, remote=remote):
+            result.mismatched.append(remote.external_id)
+            return
+        result.verified += 1
+        local.refresh_from_db()
     if remote.status == RemoteAssignment.SUBMITTED and local.status in (Status.APPROVED, Status.REJECTED):
         if local.status == Status.APPROVED:
             provider.approve(local, local.feedback)

@@ -1,9 +1,10 @@
-"""Crowd workers: created on first sight, blocked here and at their provider."""
+"""Crowd workers: created on first sight (provider ids) or afresh (the local link), blocked here and at their
+provider."""
 
 from __future__ import annotations
 
 import logging
-import random
+import secrets
 
 from django.db import IntegrityError, transaction
 
@@ -33,6 +34,15 @@ def crowd_worker_get_or_create(*, provider: str, external_id: str) -> CrowdWorke
     return worker
 
 
+def crowd_worker_create(*, provider: str, label: str = "") -> CrowdWorker:
+    """A new worker with an unguessable id; `label` is what the person typed, shown beside their answers and
+    never used to find them (anyone can type anyone's name), so their personal link is their only key."""
+    label = " ".join(label.split())
+    if len(label) > 100:
+        raise InvalidAnswer("A worker name has at most 100 characters.")
+    return CrowdWorker.objects.create(provider=provider, external_id=random_worker_id(), label=label)
+
+
 def crowd_worker_block(*, worker: CrowdWorker, reason: str) -> CrowdWorker:
     """Block `worker` here and at their provider; their unsubmitted assignments are returned."""
     reason = reason.strip()
@@ -52,4 +62,5 @@ def crowd_worker_block(*, worker: CrowdWorker, reason: str) -> CrowdWorker:
 
 
 def random_worker_id() -> str:
-    return f"worker-{random.SystemRandom().randrange(16**8):08x}"
+    """An id nobody can guess (64 random bits), for workers whose provider gives them none."""
+    return f"worker-{secrets.token_hex(8)}"

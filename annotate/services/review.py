@@ -80,7 +80,11 @@ def assignment_reject(*, assignment: Assignment, feedback: str, now: datetime | 
 
 
 def assignment_send_bonus(*, assignment: Assignment, amount: Decimal, reason: str) -> Assignment:
-    """Pay `amount` on top of the reward for a submitted or approved assignment."""
+    """Pay `amount` on top of the reward for a submitted or approved assignment the provider confirmed.
+
+    The provider pays once per assignment (MTurk: its UniqueRequestToken), so a retry after a failed save
+    records the bonus without paying it twice.
+    """
     reason = reason.strip()
     if amount <= 0:
         raise ReviewError("A bonus must be more than 0.00.")
@@ -90,6 +94,11 @@ def assignment_send_bonus(*, assignment: Assignment, amount: Decimal, reason: st
         locked = _lock_for_review(assignment)
         if locked.status not in (Status.SUBMITTED, Status.APPROVED):
             raise ReviewError("Only submitted or approved assignments can get a bonus.")
+        if not locked.verified:
+            raise ReviewError(
+                "The provider has not confirmed this assignment yet, so it gets no bonus; sync the batch "
+                "first."
+            )
         if locked.bonus > 0:
             raise ReviewError("This assignment already got a bonus.")
         get_provider(locked.task.batch.provider).bonus(locked, amount, reason)

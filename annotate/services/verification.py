@@ -12,6 +12,7 @@ from agreement.words import dissection_word
 from annotate.errors import InvalidAnswer
 from annotate.models import Batch, Task
 from annotate.selectors import comparison as comparison_selectors
+from runs.access import may_use_project
 from runs.models import Unit
 
 VERIFY_INSTRUCTIONS = (
@@ -33,9 +34,11 @@ def verification_batch_create(
     dissection label: one shows the consensus, one the dissection label, in a seeded shuffled order.
 
     Both candidates are shown in the same normalized form (lowercase, lemmatized, Broden suffix dropped) so
-    that nothing in the label tells a worker where it came from. Pay, time limits, images per task and
-    provider are the source batch's.
+    that nothing in the label tells a worker where it came from. Pay, time limits, images per task,
+    provider and project are the source batch's; `created_by` must be a member of that project.
     """
+    if not may_use_project(created_by, batch.project):
+        raise InvalidAnswer(f"Project: you are not a member of project {batch.project.name!r}.")
     if not batch.tasks.filter(kind=Task.Kind.LABEL).exists():
         raise InvalidAnswer(f"Batch {batch.title!r} has no labelling tasks to verify.")
     consensus = comparison_selectors.batch_consensus_words(batch=batch)
@@ -53,6 +56,7 @@ def verification_batch_create(
     per_task = assignments_per_task if assignments_per_task is not None else batch.assignments_per_task
     with transaction.atomic():
         verification = Batch(
+            project=batch.project,
             title=(title.strip() or f"Verify labels: {batch.title}")[:TITLE_MAX],
             instructions=VERIFY_INSTRUCTIONS,
             provider=batch.provider,

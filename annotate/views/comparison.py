@@ -1,5 +1,6 @@
 """Staff pages of the human-versus-automatic comparison: the dashboard of a batch or a run, its tables as
-CSV and JSON, and the button that makes a blind verification batch. Thin: selectors compute, plots draw."""
+CSV and JSON, and the button that makes a blind verification batch. Thin: selectors compute, plots draw.
+Batches and runs are looked up among those the user may see (`runs.access`): another project's is a 404."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def _export(
 @staff_required
 @require_safe
 def batch_comparison(request: HttpRequest, batch_id: str) -> HttpResponse:
-    batch = get_object_or_404(Batch, public_id=batch_id)
+    batch = get_object_or_404(Batch.objects.visible_to(request.user), public_id=batch_id)
     return _dashboard(
         request,
         subject=batch.title,
@@ -161,7 +162,7 @@ def batch_comparison(request: HttpRequest, batch_id: str) -> HttpResponse:
 @staff_required
 @require_safe
 def batch_comparison_export(request: HttpRequest, batch_id: str, table: str, fmt: str) -> HttpResponse:
-    batch = get_object_or_404(Batch, public_id=batch_id)
+    batch = get_object_or_404(Batch.objects.visible_to(request.user), public_id=batch_id)
     return _export(
         request,
         data=selectors.batch_comparison_input(batch=batch),
@@ -174,7 +175,7 @@ def batch_comparison_export(request: HttpRequest, batch_id: str, table: str, fmt
 @staff_required
 @require_safe
 def run_comparison(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = get_object_or_404(DissectionRun, pk=run_id)
+    run = get_object_or_404(DissectionRun.objects.visible_to(request.user), pk=run_id)
     return _dashboard(
         request,
         subject=f"Run {run.name}",
@@ -187,7 +188,7 @@ def run_comparison(request: HttpRequest, run_id: int) -> HttpResponse:
 @staff_required
 @require_safe
 def run_comparison_export(request: HttpRequest, run_id: int, table: str, fmt: str) -> HttpResponse:
-    run = get_object_or_404(DissectionRun, pk=run_id)
+    run = get_object_or_404(DissectionRun.objects.visible_to(request.user), pk=run_id)
     return _export(
         request, data=selectors.run_comparison_input(run=run), stem=f"run-{run.pk}", table=table, fmt=fmt
     )
@@ -197,7 +198,7 @@ def run_comparison_export(request: HttpRequest, run_id: int, table: str, fmt: st
 @require_POST
 def batch_verification_create(request: HttpRequest, batch_id: str) -> HttpResponse:
     """Make a draft blind verification batch from the batch's consensus and dissection labels."""
-    batch = get_object_or_404(Batch, public_id=batch_id)
+    batch = get_object_or_404(Batch.objects.visible_to(request.user), public_id=batch_id)
     try:
         verification = services.verification_batch_create(batch=batch, created_by=request.user)
     except AnnotateError as exc:

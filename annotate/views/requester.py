@@ -1,4 +1,7 @@
-"""Requester pages (staff only): dashboard, batches, review, blocking, export."""
+"""Requester pages (staff only): dashboard, batches, review, blocking, export.
+
+Every batch and run is looked up among those the user may see (`runs.access`): another project's is a 404.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,13 @@ from runs.models import DissectionRun
 from runs.selectors import run_layers, runs_overview
 
 
+def _batch(request: HttpRequest, batch_id: str) -> Batch:
+    """The batch, if the user's projects hold it; else 404."""
+    return get_object_or_404(
+        Batch.objects.visible_to(request.user).select_related("project"), public_id=batch_id
+    )
+
+
 def _worker_link(request: HttpRequest, batch: Batch) -> str:
     link = request.build_absolute_uri(reverse("annotate:batch_start", args=[batch.public_id]))
     if batch.provider == Provider.PROLIFIC:
@@ -46,7 +56,12 @@ def _worker_link(request: HttpRequest, batch: Batch) -> str:
 @require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
     return render(
-        request, "annotate/dashboard.html", {"runs": runs_overview(), "batches": selectors.batches_overview()}
+        request,
+        "annotate/dashboard.html",
+        {
+            "runs": runs_overview(user=request.user),
+            "batches": selectors.batches_overview(user=request.user),
+        },
     )
 
 
@@ -54,9 +69,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def batch_create(request: HttpRequest) -> HttpResponse:
     form = BatchCreateForm(
-        request.POST or None, initial={"run": request.GET.get("run"), "layer": request.GET.get("layer", "")}
+        request.POST or None,
+        initial={"run": request.GET.get("run"), "layer": request.GET.get("layer", "")},
+        user=request.user,
     )
-    layers = {run.name: run_layers(run=run) for run in DissectionRun.objects.all()}
+    layers = {run.name: run_layers(run=run) for run in DissectionRun.objects.visible_to(request.user)}
     if request.method == "POST":
         if form.is_valid():
             try:
@@ -73,7 +90,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_safe
 def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
-    batch = get_object_or_404(Batch, public_id=batch_id)
+    batch = _batch(request, batch_id)
     return render(
         request,
         "annotate/batch_detail.html",
@@ -96,7 +113,7 @@ _BATCH_ACTIONS = {
 @staff_required
 @require_POST
 def batch_action(request: HttpRequest, batch_id: str, action: str) -> HttpResponse:
-    batch = get_object_or_404(Batch, public_id=batch_id)
+    batch = _batch(request, batch_id)
     try:
         if action == "sync":
             result = services.batch_sync(batch=batch)
@@ -119,7 +136,7 @@ def batch_action(request: HttpRequest, batch_id: str, action: str) -> HttpRespon
 @require_http_methods(["GET", "POST"])
 def batch_review(request: HttpRequest, batch_id: str) -> HttpResponse:
     """Per unit: images, automatic label, every answer; approve / reject / bonus many at once."""
-    batch = get_object_or_404(Batch, public_id=batch_id)
+    batch = _batch(request, batch_id)
     form = ReviewForm(request.POST or None, batch=batch)
     status = 200
     if request.method == "POST":
@@ -164,8 +181,12 @@ def batch_review(request: HttpRequest, batch_id: str) -> HttpResponse:
 @staff_required
 @require_POST
 def crowd_worker_block(request: HttpRequest, batch_id: str, worker_id: str) -> HttpResponse:
-    batch = get_object_or_404(Batch, public_id=batch_id)
-    worker = get_object_or_404(CrowdWorker, public_id=worker_id)
+    """Block a crowd worker everywhere (a provider identity is not a project's), but only from a batch the
+    requester sees and that the worker worked on."""
+    batch = _batch(request, batch_id)
+    worker = get_object_or_404(
+        CrowdWorker.objects.filter(assignments__task__batch=batch).distinct(), public_id=worker_id
+    )
     form = BlockForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Blocking needs a reason.")
@@ -181,7 +202,7 @@ def crowd_worker_block(request: HttpRequest, batch_id: str, worker_id: str) -> H
 @staff_required
 @require_safe
 def batch_export(request: HttpRequest, batch_id: str, fmt: str) -> HttpResponse:
-    batch = get_object_or_404(Batch, public_id=batch_id)
+    batch = _batch(request, batch_id)
     if fmt not in FORMATS:
         raise Http404("Unknown export format.")
     buffer = io.StringIO()

@@ -1,7 +1,10 @@
-"""Worker pages: the batch link (local and Prolific), task preview, the answer form, returning a task.
+"""Worker pages: the batch link (local and Prolific), the personal link, task preview, the answer form,
+returning a task.
 
-A worker is identified by the session (local and Prolific links); MTurk's frame has its own pages in
-`annotate.providers.mturk.views`.
+A worker is identified by the session, per batch: the Prolific study URL logs in its participant, and on the
+local link starting makes a new worker whose personal link (the worker's id signed for the batch) is the
+only way back in; a typed name never logs anyone in. MTurk's frame has its own pages in
+`annotate.providers.mturk.views`. Creating workers and taking slots are throttled per client IP.
 """
 
 from __future__ import annotations
@@ -9,14 +12,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
+from django.core import signing
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import (
     require_http_methods,
     require_POST,
     require_safe,
 )
+from django_ratelimit.core import is_ratelimited  # type: ignore[import-untyped]
 
 from annotate import selectors, services
 from annotate.errors import AnnotateError
@@ -27,30 +34,74 @@ from annotate.forms import (
 from annotate.models import Assignment, Batch, CrowdWorker, Provider, Task
 from annotate.providers import get_provider, prolific
 
-SESSION_WORKER = "annotate_worker"
+SESSION_WORKERS = "annotate_workers"
+"""Session key: {batch public id: the public id of the worker this browser is on that batch}."""
 SESSION_PROLIFIC = "annotate_prolific"
+WORKER_LINK_SALT = "annotate.worker.link"
 _PROLIFIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+THROTTLED = "Too many requests came from your network just now. Please try again in a minute."
+INVALID_LINK = "This personal link is not valid. Check that you copied all of it."
 
 
 def worker_error(request: HttpRequest, message: str, status: int, batch: Batch | None = None) -> HttpResponse:
     return render(request, "annotate/worker/error.html", {"message": message, "batch": batch}, status=status)
 
 
-def _session_worker(request: HttpRequest) -> CrowdWorker | None:
-    public_id = request.session.get(SESSION_WORKER)
+def throttled(request: HttpRequest, *, group: str, rate: str) -> bool:
+    """Count this request against its client IP's allowance `rate` (a django-ratelimit rate such as 30/m) in
+    `group`; True when it is over."""
+    return bool(is_ratelimited(request, group=group, key="ip", rate=rate, increment=True))
+
+
+def too_many_requests(request: HttpRequest, batch: Batch | None = None) -> HttpResponse:
+    return worker_error(request, THROTTLED, 429, batch)
+
+
+def slot_take_throttled(request: HttpRequest) -> bool:
+    return throttled(request, group="annotate.slot_take", rate=settings.RATELIMIT_SLOT_TAKE)
+
+
+def _worker_create_throttled(request: HttpRequest) -> bool:
+    return throttled(request, group="annotate.worker_create", rate=settings.RATELIMIT_WORKER_CREATE)
+
+
+def _link_signer(batch: Batch) -> signing.Signer:
+    """Signs a worker's public id for one batch: the batch is in the salt, so a link works on its own batch
+    only; no timestamp, so the link reads the same wherever it is shown."""
+    return signing.Signer(salt=f"{WORKER_LINK_SALT}:{batch.public_id}")
+
+
+def personal_link(batch: Batch, worker: CrowdWorker) -> str:
+    """The path that logs a browser in as `worker` on `batch` (signed, so nobody can make one up)."""
+    token = _link_signer(batch).sign(worker.public_id.hex)
+    return reverse("annotate:worker_link", args=[batch.public_id, token])
+
+
+def _session_worker(request: HttpRequest, batch: Batch) -> CrowdWorker | None:
+    public_id = request.session.get(SESSION_WORKERS, {}).get(str(batch.public_id))
     return CrowdWorker.objects.filter(public_id=public_id).first() if public_id else None
 
 
-def _login_worker(request: HttpRequest, worker: CrowdWorker) -> None:
+def _login_worker(request: HttpRequest, batch: Batch, worker: CrowdWorker) -> None:
+    workers = dict(request.session.get(SESSION_WORKERS, {}))
     request.session.cycle_key()
-    request.session[SESSION_WORKER] = str(worker.public_id)
+    workers[str(batch.public_id)] = str(worker.public_id)
+    request.session[SESSION_WORKERS] = workers
+
+
+def _link_context(request: HttpRequest, batch: Batch, worker: CrowdWorker | None) -> dict[str, Any]:
+    """The personal link to show a local worker (Prolific and MTurk bring their people back themselves)."""
+    if worker is None or batch.provider != Provider.LOCAL:
+        return {}
+    return {"personal_link": request.build_absolute_uri(personal_link(batch, worker))}
 
 
 def task_context(task: Task, **extra: Any) -> dict[str, Any]:
+    """What a worker's task page shows: the batch's wording and the task's images, served by
+    `annotate:task_image` under the task's id and rank only, and nothing about the unit."""
     return {
         "task": task,
         "batch": task.batch,
-        "unit": task.unit,
         "images": selectors.task_images(task=task),
         **extra,
     }
@@ -76,10 +127,12 @@ def batch_start(request: HttpRequest, batch_id: str) -> HttpResponse:
             return worker_error(
                 request, f"Open this study from Prolific: the link is missing {', '.join(bad)}.", 400, batch
             )
+        if _worker_create_throttled(request):
+            return too_many_requests(request, batch)
         worker = services.crowd_worker_get_or_create(
             provider=Provider.PROLIFIC, external_id=ids[prolific.PARAM_WORKER]
         )
-        _login_worker(request, worker)
+        _login_worker(request, batch, worker)
         request.session[SESSION_PROLIFIC] = {
             "prolific_study_id": ids[prolific.PARAM_STUDY],
             "prolific_session_id": ids[prolific.PARAM_SESSION],
@@ -87,20 +140,37 @@ def batch_start(request: HttpRequest, batch_id: str) -> HttpResponse:
         return redirect("annotate:batch_next", batch_id=batch.public_id)
     form = WorkerStartForm(request.POST or None, initial={"worker_id": request.GET.get("worker", "")})
     if request.method == "POST":
+        if _worker_create_throttled(request):
+            return too_many_requests(request, batch)
         if not form.is_valid():
             return render(request, "annotate/worker/start.html", {"batch": batch, "form": form}, status=400)
-        external_id = form.cleaned_data["worker_id"] or services.random_worker_id()
-        worker = services.crowd_worker_get_or_create(provider=Provider.LOCAL, external_id=external_id)
-        _login_worker(request, worker)
-        return redirect("annotate:batch_next", batch_id=batch.public_id)
-    return render(request, "annotate/worker/start.html", {"batch": batch, "form": form})
+        worker = services.crowd_worker_create(provider=Provider.LOCAL, label=form.cleaned_data["worker_id"])
+        return redirect(personal_link(batch, worker))
+    current = _session_worker(request, batch)
+    return render(request, "annotate/worker/start.html", {"batch": batch, "form": form, "current": current})
+
+
+@require_safe
+def worker_link(request: HttpRequest, batch_id: str, token: str) -> HttpResponse:
+    """A worker's personal link: logs this browser in as them on the batch, then on to their next task."""
+    batch = get_object_or_404(Batch, public_id=batch_id)
+    try:
+        public_id = _link_signer(batch).unsign(token)
+    except signing.BadSignature:
+        return worker_error(request, INVALID_LINK, 404, batch)
+    worker = CrowdWorker.objects.filter(public_id=public_id).first()
+    if worker is None:
+        return worker_error(request, INVALID_LINK, 404, batch)
+    _login_worker(request, batch, worker)
+    return redirect("annotate:batch_next", batch_id=batch.public_id)
 
 
 @require_safe
 def batch_next(request: HttpRequest, batch_id: str) -> HttpResponse:
-    """Resume the worker's open assignment, else preview the next task they can take, else finish."""
+    """Resume the worker's open assignment, else preview the next task they can take, else finish: the
+    completion (Prolific's code) only for a worker with finished work in this batch."""
     batch = get_object_or_404(Batch, public_id=batch_id)
-    worker = _session_worker(request)
+    worker = _session_worker(request, batch)
     if worker is None:
         return redirect("annotate:batch_start", batch_id=batch.public_id)
     if worker.blocked:
@@ -115,26 +185,35 @@ def batch_next(request: HttpRequest, batch_id: str) -> HttpResponse:
         task = selectors.tasks_open_for_worker(batch=batch, worker=worker).first()
         if task is not None:
             return redirect("annotate:task_preview", task_id=task.public_id)
-    elif not Assignment.objects.filter(task__batch=batch, worker=worker, status__in=Assignment.DONE).exists():
-        return worker_error(
-            request, f"This batch is {batch.get_state_display().lower()} and takes no new work.", 409, batch
-        )
+    context = {"batch": batch, "worker": worker, **_link_context(request, batch, worker)}
+    if not selectors.worker_has_finished_work(batch=batch, worker=worker):
+        if batch.state != Batch.State.PUBLISHED:
+            return worker_error(
+                request,
+                f"This batch is {batch.get_state_display().lower()} and takes no new work.",
+                409,
+                batch,
+            )
+        return render(request, "annotate/worker/no_task.html", context)
     completion = get_provider(batch.provider).completion_url(batch)
     if completion:
         return redirect(completion)
-    return render(request, "annotate/worker/finished.html", {"batch": batch, "worker": worker})
+    return render(request, "annotate/worker/finished.html", context)
 
 
 @require_http_methods(["GET", "POST"])
 def task_preview(request: HttpRequest, task_id: str) -> HttpResponse:
     """The task's images with the form disabled; POST accepts the task for the session's worker."""
-    task = get_object_or_404(Task.objects.select_related("batch", "unit"), public_id=task_id)
+    task = get_object_or_404(Task.objects.select_related("batch"), public_id=task_id)
     if task.batch.provider == Provider.MTURK:
         raise Http404("MTurk tasks are opened from MTurk.")
+    worker = _session_worker(request, task.batch)
+    links = _link_context(request, task.batch, worker)
     if request.method == "POST":
-        worker = _session_worker(request)
         if worker is None:
             return redirect("annotate:batch_start", batch_id=task.batch.public_id)
+        if slot_take_throttled(request):
+            return too_many_requests(request, task.batch)
         try:
             assignment = services.assignment_accept(
                 task=task, worker=worker, **request.session.get(SESSION_PROLIFIC, {})
@@ -143,40 +222,49 @@ def task_preview(request: HttpRequest, task_id: str) -> HttpResponse:
             return render(
                 request,
                 "annotate/worker/task.html",
-                task_context(task, preview=True, form=answer_form(task.kind, ranks=[]), error=str(exc)),
+                task_context(
+                    task, preview=True, form=answer_form(task.kind, ranks=[]), error=str(exc), **links
+                ),
                 status=exc.status,
             )
         return redirect("annotate:assignment", assignment_id=assignment.public_id)
     return render(
         request,
         "annotate/worker/task.html",
-        task_context(task, preview=True, form=answer_form(task.kind, ranks=[])),
+        task_context(task, preview=True, form=answer_form(task.kind, ranks=[]), **links),
     )
+
+
+def _own_assignment(request: HttpRequest, assignment_id: str) -> Assignment:
+    """One of the session worker's own assignments; anyone else's is a 404, as a missing one is."""
+    assignment = get_object_or_404(
+        Assignment.objects.select_related("task__batch", "worker"), public_id=assignment_id
+    )
+    worker = _session_worker(request, assignment.task.batch)
+    if worker is None or worker.pk != assignment.worker_id:
+        raise Http404("No such assignment.")
+    return assignment
 
 
 @require_http_methods(["GET", "POST"])
 def assignment_work(request: HttpRequest, assignment_id: str) -> HttpResponse:
-    """The answer form of one of the session worker's own assignments (anyone else's is a 404)."""
-    worker = _session_worker(request)
-    if worker is None:
-        raise Http404("No such assignment.")
-    assignment = get_object_or_404(
-        Assignment.objects.select_related("task__batch", "task__unit"), public_id=assignment_id, worker=worker
-    )
+    """The answer form of one of the session worker's own assignments."""
+    assignment = _own_assignment(request, assignment_id)
     task = assignment.task
+    links = _link_context(request, task.batch, assignment.worker)
     ranks = selectors.task_image_ranks(task=task)
     if request.method == "GET":
         if assignment.status == Assignment.Status.ACCEPTED and assignment.deadline > timezone.now():
             return render(
                 request,
                 "annotate/worker/task.html",
-                task_context(task, assignment=assignment, form=answer_form(task.kind, ranks=ranks)),
+                task_context(task, assignment=assignment, form=answer_form(task.kind, ranks=ranks), **links),
             )
         if assignment.status in (Assignment.Status.ACCEPTED, Assignment.Status.EXPIRED):
             return worker_error(request, "The time for this task ran out.", 410, task.batch)
         return redirect("annotate:batch_next", batch_id=task.batch.public_id)
     form = answer_form(task.kind, request.POST, ranks=ranks)
-    context = task_context(task, assignment=assignment, form=form)
+    context = task_context(task, assignment=assignment, form=form, **links)
     if not form.is_valid():
         return render(request, "annotate/worker/task.html", context, status=400)
     try:
@@ -188,10 +276,7 @@ def assignment_work(request: HttpRequest, assignment_id: str) -> HttpResponse:
 
 @require_POST
 def assignment_return(request: HttpRequest, assignment_id: str) -> HttpResponse:
-    worker = _session_worker(request)
-    assignment = get_object_or_404(
-        Assignment.objects.select_related("task__batch"), public_id=assignment_id, worker=worker
-    )
+    assignment = _own_assignment(request, assignment_id)
     try:
         services.assignment_return(assignment=assignment)
     except AnnotateError as exc:

@@ -6,25 +6,36 @@ manifest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
+from django.core.cache import cache
 from django.test import Client
 
 from annotate import services
 from annotate.models import Batch, CrowdWorker, Provider
+from annotate.providers.mturk import client as mturk
 from runs.models import DissectionRun, Unit
-from tests.factories import unit_create
+from tests.factories import run_create, unit_create
 
 IMAGES_PER_UNIT = 4
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> None:
+    """The throttles count per client IP in the cache; every test client is 127.0.0.1, so each test starts
+    with none of the earlier tests' requests counted."""
+    cache.clear()
+
+
 @pytest.fixture
 def run(db: None) -> DissectionRun:
-    return DissectionRun.objects.create(name="test run", status=DissectionRun.Status.DONE, layers=["conv4"])
+    return run_create("test run", status=DissectionRun.Status.DONE, layers=["conv4"])
 
 
 @pytest.fixture
@@ -75,9 +86,11 @@ def worker(db: None) -> CrowdWorker:
 
 
 def _start_worker(batch: Batch, worker_id: str, client: Client | None = None) -> Client:
+    """Start on the batch link as a new worker labelled `worker_id`, following the personal link it gives."""
     client = client or Client()
     response = client.post(f"/w/{batch.public_id}/", {"worker_id": worker_id})
-    assert response.status_code == 302, response.content
+    assert response.status_code == 302 and "/me/" in response.url, response.content
+    assert client.get(response.url).status_code == 302
     return client
 
 
@@ -87,7 +100,8 @@ def _answer(words: str = "red", category: str = "color", rejected: list[int] | N
 
 @pytest.fixture
 def start_worker() -> Callable[..., Client]:
-    """start_worker(batch, worker_id): a browser that opened the batch link and started as worker_id."""
+    """start_worker(batch, worker_id): a browser that opened the batch link and started as a new worker
+    labelled worker_id (CrowdWorker.label; the worker's external id is random)."""
     return _start_worker
 
 
@@ -95,3 +109,21 @@ def start_worker() -> Callable[..., Client]:
 def answer() -> Callable[..., dict[str, Any]]:
     """answer(words=, category=, rejected=[ranks]): POST data of the label form."""
     return _answer
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[Stubber]:
+    """MTurk through botocore's Stubber: every call is checked against the real MTurk API model, and every
+    queued answer must be used."""
+    settings.SITE_URL = "https://annotate.example.org"
+    client = boto3.client(
+        "mturk",
+        region_name="us-east-1",
+        endpoint_url=mturk.SANDBOX_ENDPOINT,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    monkeypatch.setattr(mturk, "mturk_client", lambda: client)
+    with Stubber(client) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()

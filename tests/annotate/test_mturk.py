@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 from django.test import Client
@@ -21,22 +19,6 @@ from annotate.providers.mturk import client as mturk
 
 Status = Assignment.Status
 XSD = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2006-07-14/ExternalQuestion.xsd"
-
-
-@pytest.fixture
-def stub(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[Stubber]:
-    settings.SITE_URL = "https://annotate.example.org"
-    client = boto3.client(
-        "mturk",
-        region_name="us-east-1",
-        endpoint_url=mturk.SANDBOX_ENDPOINT,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    monkeypatch.setattr(mturk, "mturk_client", lambda: client)
-    with Stubber(client) as stubber:
-        yield stubber
-        stubber.assert_no_pending_responses()
 
 
 def _hit(hit_id: str) -> dict[str, Any]:
@@ -171,7 +153,38 @@ def test_preview_is_framable_by_mturk_only_and_disabled(mturk_batch: Batch) -> N
     assert Client().get(f"/w/task/{task.public_id}/")["X-Frame-Options"] == "DENY"
 
 
-def test_mturk_worker_answers_and_is_sent_to_external_submit(mturk_batch: Batch, answer) -> None:
+def _not_yet(stub: Stubber, assignment_id: str = "ASG1") -> None:
+    """MTurk's GetAssignment before the worker submitted there: no record of the assignment."""
+    stub.add_client_error(
+        "get_assignment",
+        "RequestError",
+        f"Assignment {assignment_id} does not exist. (1700000000000)",
+        expected_params={"AssignmentId": assignment_id},
+    )
+
+
+def _confirmed(stub: Stubber, assignment_id: str, worker_id: str, hit_id: str = "HIT0") -> None:
+    """MTurk's GetAssignment once the worker submitted there: its record names the worker and the HIT."""
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    stub.add_response(
+        "get_assignment",
+        {
+            "Assignment": {
+                "AssignmentId": assignment_id,
+                "WorkerId": worker_id,
+                "HITId": hit_id,
+                "AssignmentStatus": "Submitted",
+                "AcceptTime": when,
+                "SubmitTime": when,
+            }
+        },
+        {"AssignmentId": assignment_id},
+    )
+
+
+def test_mturk_worker_answers_and_is_sent_to_external_submit(
+    mturk_batch: Batch, answer, stub: Stubber
+) -> None:
     task = mturk_batch.tasks.first()
     client = Client(enforce_csrf_checks=True)
     page = _open(client, task)
@@ -183,13 +196,17 @@ def test_mturk_worker_answers_and_is_sent_to_external_submit(mturk_batch: Batch,
         "HIT0",
         "WKR1",
     )
+    assert not assignment.verified and assignment.slot >= mturk_batch.assignments_per_task
+    _not_yet(stub)
     done = client.post(f"/mturk/task/{task.public_id}/submit/", {**answer(), "token": token})
     html = done.content.decode()
     assert done.status_code == 200 and "X-Frame-Options" not in done
     assert 'action="https://workersandbox.mturk.com/mturk/externalSubmit"' in html
     assert 'name="assignmentId" value="ASG1"' in html
     assert Annotation.objects.get().words == "red"
+    assert not Assignment.objects.get().verified  # MTurk has no record before its externalSubmit
     # a replay (MTurk retry or double click) stores nothing new
+    _not_yet(stub)
     assert (
         client.post(
             f"/mturk/task/{task.public_id}/submit/", {**answer(words="x"), "token": token}
@@ -209,15 +226,27 @@ def test_forged_token_or_foreign_submit_host_is_refused(mturk_batch: Batch, answ
     assert evil.status_code == 400 and not Assignment.objects.exists()
 
 
-def test_mturk_reuses_slot_of_an_abandoned_assignment(mturk_batch: Batch) -> None:
+def test_mturk_arrivals_never_push_each_other_out(mturk_batch: Batch) -> None:
     task = mturk_batch.tasks.first()
-    for n in range(3):  # MTurk gave the 2 slots out 3 times: an earlier holder must have returned it there
+    for n in range(3):  # 3 arrivals on a HIT of 2: nobody knows yet which ones MTurk really handed out
         assert _open(Client(), task, assignment_id=f"ASG{n}", worker_id=f"W{n}").status_code == 200
-    statuses = sorted(Assignment.objects.values_list("status", flat=True))
-    assert statuses == [Status.ACCEPTED, Status.ACCEPTED, Status.RETURNED]
+    rows = Assignment.objects.order_by("accepted_at", "pk")
+    assert [(a.status, a.verified, a.slot) for a in rows] == [
+        (Status.ACCEPTED, False, slot) for slot in (2, 3, 4)
+    ]
 
 
-def _submitted(batch: Batch, assignment_id: str, worker_id: str, answer_words: str = "red") -> Assignment:
+def _submitted(
+    batch: Batch,
+    assignment_id: str,
+    worker_id: str,
+    answer_words: str = "red",
+    *,
+    stub: Stubber,
+    confirmed: bool | None = False,
+) -> Assignment:
+    """An MTurk assignment answered through the services; MTurk confirms it at submit when `confirmed`
+    (None: the caller queued MTurk's answers)."""
     task = batch.tasks.first()
     worker = services.crowd_worker_get_or_create(provider=Provider.MTURK, external_id=worker_id)
     assignment = services.assignment_accept(
@@ -227,13 +256,19 @@ def _submitted(batch: Batch, assignment_id: str, worker_id: str, answer_words: s
         mturk_hit_id=task.mturk_hit_id,
         turk_submit_to="https://www.mturk.com",
     )
+    if confirmed:
+        _confirmed(stub, assignment_id, worker_id, task.mturk_hit_id)
+    elif confirmed is not None:
+        _not_yet(stub, assignment_id)
     services.annotation_submit(assignment=assignment, words=answer_words, category="color", rejected_ranks=[])
+    assignment.refresh_from_db()
+    assert confirmed is None or assignment.verified is confirmed
     return assignment
 
 
 def test_review_actions_map_to_mturk_calls(mturk_batch: Batch, stub: Stubber) -> None:
-    good = _submitted(mturk_batch, "ASG1", "WKR1")
-    bad = _submitted(mturk_batch, "ASG2", "WKR2")
+    good = _submitted(mturk_batch, "ASG1", "WKR1", stub=stub, confirmed=True)
+    bad = _submitted(mturk_batch, "ASG2", "WKR2", stub=stub, confirmed=True)
     stub.add_response("approve_assignment", {}, {"AssignmentId": "ASG1", "RequesterFeedback": "Thanks"})
     stub.add_response("reject_assignment", {}, {"AssignmentId": "ASG2", "RequesterFeedback": "Off topic"})
     stub.add_response(
@@ -267,7 +302,7 @@ def test_review_actions_map_to_mturk_calls(mturk_batch: Batch, stub: Stubber) ->
 
 
 def test_failed_mturk_call_changes_nothing_here(mturk_batch: Batch, stub: Stubber) -> None:
-    assignment = _submitted(mturk_batch, "ASG1", "WKR1")
+    assignment = _submitted(mturk_batch, "ASG1", "WKR1", stub=stub)
     stub.add_client_error(
         "approve_assignment", "RequestError", "This operation can be called with a status of: Submitted"
     )
@@ -278,15 +313,17 @@ def test_failed_mturk_call_changes_nothing_here(mturk_batch: Batch, stub: Stubbe
 
 
 def test_sync_pages_through_assignments_and_reconciles(mturk_batch: Batch, stub: Stubber) -> None:
-    mine_approved = _submitted(mturk_batch, "ASG1", "WKR1")
-    theirs_rejected = _submitted(mturk_batch, "ASG2", "WKR2")
+    mine_approved = _submitted(mturk_batch, "ASG1", "WKR1", stub=stub)
+    theirs_rejected = _submitted(mturk_batch, "ASG2", "WKR2", stub=stub)
     Assignment.objects.filter(pk=mine_approved.pk).update(status=Status.APPROVED, feedback="")
     when = datetime(2026, 1, 1, tzinfo=UTC)
-    remote = {"HITId": "HIT0", "WorkerId": "W", "AcceptTime": when, "SubmitTime": when}
+    remote = {"HITId": "HIT0", "AcceptTime": when, "SubmitTime": when}
     stub.add_response(
         "list_assignments_for_hit",
         {
-            "Assignments": [{**remote, "AssignmentId": "ASG1", "AssignmentStatus": "Submitted"}],
+            "Assignments": [
+                {**remote, "WorkerId": "WKR1", "AssignmentId": "ASG1", "AssignmentStatus": "Submitted"}
+            ],
             "NextToken": "n2",
             "NumResults": 1,
         },
@@ -298,11 +335,12 @@ def test_sync_pages_through_assignments_and_reconciles(mturk_batch: Batch, stub:
             "Assignments": [
                 {
                     **remote,
+                    "WorkerId": "WKR2",
                     "AssignmentId": "ASG2",
                     "AssignmentStatus": "Rejected",
                     "RequesterFeedback": "rejected on MTurk",
                 },
-                {**remote, "AssignmentId": "STRANGER", "AssignmentStatus": "Submitted"},
+                {**remote, "WorkerId": "W", "AssignmentId": "STRANGER", "AssignmentStatus": "Submitted"},
             ],
             "NumResults": 2,
         },
@@ -316,7 +354,13 @@ def test_sync_pages_through_assignments_and_reconciles(mturk_batch: Batch, stub:
             {"HITId": hit, "MaxResults": 100},
         )
     result = services.batch_sync(batch=mturk_batch)
-    assert (result.seen, result.pushed, result.updated, result.unknown) == (3, 1, 1, ["STRANGER"])
+    assert (result.seen, result.verified, result.pushed, result.updated, result.unknown) == (
+        3,
+        2,
+        1,
+        1,
+        ["STRANGER"],
+    )
     theirs_rejected.refresh_from_db()
     assert (theirs_rejected.status, theirs_rejected.slot, theirs_rejected.feedback) == (
         Status.REJECTED,
@@ -336,9 +380,9 @@ def test_auto_rejected_gold_is_pushed_to_mturk_on_sync(make_batch, units, stub: 
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
     stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
     services.batch_publish(batch=batch)
-    assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots")
-    assignment.refresh_from_db()
-    assert assignment.status == Status.REJECTED
+    assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots", stub=stub)
+    # unconfirmed: not scored at submit; MTurk's record (the sync) scores and rejects it
+    assert (assignment.status, assignment.gold_passed) == (Status.SUBMITTED, None)
     when = datetime(2026, 1, 1, tzinfo=UTC)
     stub.add_response(
         "list_assignments_for_hit",
@@ -362,6 +406,8 @@ def test_auto_rejected_gold_is_pushed_to_mturk_on_sync(make_batch, units, stub: 
         "create_additional_assignments_for_hit", "RequestError", "HIT expired"
     )  # logged only
     assert services.batch_sync(batch=batch).pushed == 1
+    assignment.refresh_from_db()
+    assert (assignment.status, assignment.gold_passed, assignment.verified) == (Status.REJECTED, False, True)
 
 
 def test_pause_and_cancel_expire_the_hits(mturk_batch: Batch, stub: Stubber) -> None:
@@ -396,8 +442,9 @@ def test_failing_gold_blocks_the_worker_on_mturk(make_batch, units, stub: Stubbe
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
     stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
     services.batch_publish(batch=batch)
+    _confirmed(stub, "ASG1", "WKR1")
     stub.add_response("create_worker_block", {}, {"WorkerId": "WKR1", "Reason": ANY})
-    assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots")
+    assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots", stub=stub, confirmed=None)
     worker = CrowdWorker.objects.get(external_id="WKR1")
     assert worker.blocked and "0%" in worker.blocked_reason
     assert Annotation.objects.filter(assignment=assignment).exists()
@@ -417,7 +464,8 @@ def test_block_failing_at_mturk_still_blocks_here_and_keeps_the_answer(
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
     stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
     services.batch_publish(batch=batch)
+    _confirmed(stub, "ASG1", "WKR1")
     stub.add_client_error("create_worker_block", "ServiceFault", "try later")
-    assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots")
+    assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots", stub=stub, confirmed=None)
     assert CrowdWorker.objects.get(external_id="WKR1").blocked
     assert Annotation.objects.filter(assignment=assignment).exists()

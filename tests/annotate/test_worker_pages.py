@@ -34,14 +34,15 @@ def test_full_local_flow(batch: Batch, start_worker, answer) -> None:
         assert response.status_code == 302 and response.url.endswith("/next/")
     finished = client.get(f"/w/{batch.public_id}/next/")
     assert finished.status_code == 200 and b"Thank you" in finished.content
-    assert Annotation.objects.filter(assignment__worker__external_id="alice").count() == 3
+    assert Annotation.objects.filter(assignment__worker__label="alice").count() == 3
     assert Annotation.objects.first().rejected_ranks == [2]
 
 
 def test_start_without_id_gives_one(batch: Batch) -> None:
     client = Client()
     assert client.post(f"/w/{batch.public_id}/", {"worker_id": ""}).status_code == 302
-    assert CrowdWorker.objects.get().external_id.startswith("worker-")
+    worker = CrowdWorker.objects.get()
+    assert worker.external_id.startswith("worker-") and worker.label == ""
 
 
 def test_start_rejects_bad_worker_id(batch: Batch) -> None:
@@ -110,7 +111,7 @@ def test_expired_assignment_is_a_410_and_keeps_input(batch: Batch, start_worker,
 def test_blocked_worker_gets_403(batch: Batch, start_worker, answer) -> None:
     client = start_worker(batch, "alice")
     assignment = _take_task(client, batch)
-    CrowdWorker.objects.filter(external_id="alice").update(blocked=True)
+    CrowdWorker.objects.filter(label="alice").update(blocked=True)
     response = client.post(f"/w/a/{assignment.public_id}/", answer())
     assert response.status_code == 403 and not Annotation.objects.exists()
     assert client.get(f"/w/{batch.public_id}/next/").status_code == 403
@@ -155,7 +156,7 @@ def test_csrf_is_enforced_on_worker_forms(batch: Batch, answer) -> None:
     worker = services.crowd_worker_get_or_create(provider=Provider.LOCAL, external_id="alice")
     assignment = services.assignment_accept(task=batch.tasks.first(), worker=worker)
     session = client.session
-    session["annotate_worker"] = str(worker.public_id)
+    session["annotate_workers"] = {str(batch.public_id): str(worker.public_id)}
     session.save()
     assert client.post(f"/w/a/{assignment.public_id}/", answer()).status_code == 403
     assert not Annotation.objects.exists()

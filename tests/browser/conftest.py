@@ -36,6 +36,7 @@ from playwright.sync_api import (
 from annotate import services
 from annotate.models import Batch
 from runs.models import DissectionRun, Unit
+from tests.factories import shared_project
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -252,7 +253,7 @@ def run(transactional_db: None) -> DissectionRun:
 
     with tempfile.TemporaryDirectory() as folder:
         draw_unit_folders(Path(folder))
-        units_import(run_name="browser run", directory=Path(folder))
+        units_import(project=shared_project(), run_name="browser run", directory=Path(folder))
     return DissectionRun.objects.get(name="browser run")
 
 
@@ -283,7 +284,10 @@ def make_batch(units: list[Unit]) -> Callable[..., Batch]:
 
 @pytest.fixture
 def staff(django_user_model: Any, transactional_db: None) -> Any:
-    return django_user_model.objects.create_user("requester", password=STAFF_PASSWORD, is_staff=True)
+    """A requester, member of the project the fixtures' runs and batches are in."""
+    user = django_user_model.objects.create_user("requester", password=STAFF_PASSWORD, is_staff=True)
+    shared_project().members.add(user)
+    return user
 
 
 @pytest.fixture

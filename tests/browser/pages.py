@@ -43,9 +43,15 @@ def tab_to(page: Page, target: Locator, limit: int = 60) -> None:
 
 
 def start(page: Page, check_page: Check, batch: Batch, worker_id: str) -> None:
-    """Open the batch link of a local batch and start as `worker_id`; ends on the first task's preview."""
+    """Open the batch link of a local batch and start as a new worker named `worker_id` (the worker's label);
+    ends on the first task's preview, after the personal link the start hands out."""
     page.goto(f"/w/{batch.public_id}/")
     check_page(page, "worker_start")
-    page.get_by_label("Your worker id").fill(worker_id)
+    page.get_by_label("Your worker id or name").fill(worker_id)
     page.get_by_role("button", name="Start").click()
     page.wait_for_url("**/w/task/*/")
+
+
+def personal_link(page: Page) -> str:
+    """The personal link a local worker's task page tells them to bookmark."""
+    return page.locator("#personal-link").get_attribute("href") or ""

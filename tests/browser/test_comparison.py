@@ -84,7 +84,7 @@ def test_comparison_dashboard_shows_its_plots_and_starts_blind_verification(
     check_page(worker, "worker_verify_preview")
     worker.get_by_role("button", name="Accept this task").click()
     worker.wait_for_url("**/w/a/*/")
-    task = Task.objects.get(assignments__worker__external_id="vera")
+    task = Task.objects.get(assignments__worker__label="vera")
     expect(worker.locator("#candidate-label")).to_have_text(task.candidate_label)
     # As the page says: keys choose the answer and Enter submits it.
     tab_to(worker, worker.get_by_label("Yes", exact=True))
@@ -94,7 +94,7 @@ def test_comparison_dashboard_shows_its_plots_and_starts_blind_verification(
     worker.keyboard.press("Enter")
     worker.wait_for_url("**/w/task/*/")
     check_page(worker, "worker_verify_next")
-    assert Annotation.objects.get(assignment__worker__external_id="vera").verify_answer is True
+    assert Annotation.objects.get(assignment__worker__label="vera").verify_answer is True
 
     crowd_simulate(batch=verification, workers=3, spammers=0, accuracy=0.9, seed=1)
     page.goto(f"/batches/{batch.public_id}/comparison/")

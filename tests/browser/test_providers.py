@@ -89,6 +89,8 @@ def test_mturk_frame_stores_the_answer_and_posts_the_hit_to_turk_submit_to(
     # The answer page submits itself to MTurk on load, so it is never shown long enough to audit.
     tabs.log(page).unchecked_ok += [re.compile(r"/mturk/task/[^/]+/submit/$"), re.compile(re.escape(SANDBOX))]
     answer(page, "red circle", [1], "Simple elements or colors")
+    # MTurk keeps no record of an assignment before its externalSubmit: stored, but not confirmed yet.
+    stub.add_client_error("get_assignment", "RequestError", "Assignment ASG1 does not exist.")
     with page.expect_request(f"{SANDBOX}/mturk/externalSubmit") as posted:
         page.get_by_role("button", name="Submit answer").click()
     request = posted.value
@@ -97,10 +99,16 @@ def test_mturk_frame_stores_the_answer_and_posts_the_hit_to_turk_submit_to(
     expect(page).to_have_title("MTurk sandbox")
 
     assignment = Assignment.objects.get(mturk_assignment_id="ASG1")
-    assert (assignment.status, assignment.mturk_hit_id, assignment.worker.external_id) == (
+    assert (
+        assignment.status,
+        assignment.mturk_hit_id,
+        assignment.worker.external_id,
+        assignment.verified,
+    ) == (
         Assignment.Status.SUBMITTED,
         "HIT0",
         "WKR1",
+        False,
     )
     assert (assignment.annotation.words, assignment.annotation.rejected_ranks) == ("red circle", [0])
 

@@ -140,7 +140,7 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     check_page(page, "run_gallery")
 
     second = runs.run_launch(
-        name="second run", network=run.network, probe_set=run.probe_set, layers=["conv4"]
+        project=run.project, name="second run", network=run.network, probe_set=run.probe_set, layers=["conv4"]
     )
     page.goto(f"/runs/{second.pk}/")
     check_page(page, "run_second")

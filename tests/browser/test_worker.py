@@ -1,5 +1,6 @@
 """The worker's side in Chromium: the batch link, preview, accept, the three questions, next task, finished;
-a refused answer that keeps what was typed; and a task done with the keyboard alone."""
+a refused answer that keeps what was typed; a task done with the keyboard alone; and the personal link that
+brings a worker back in a second browser, which a typed name never does."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from playwright.sync_api import Page, expect
 
 from annotate import services
 from annotate.models import Annotation, Assignment, Batch
-from tests.browser.conftest import IMAGES_PER_UNIT
-from tests.browser.pages import WORDS, Check, answer, start, tab_to, tick, tile
+from tests.browser.conftest import IMAGES_PER_UNIT, Tabs
+from tests.browser.pages import WORDS, Check, answer, personal_link, start, tab_to, tick, tile
 
 pytestmark = pytest.mark.browser
 
@@ -57,7 +58,7 @@ def test_worker_previews_accepts_answers_every_task_and_finishes(
     expect(page.get_by_role("heading", name="Thank you!")).to_be_visible()
     check_page(page, "worker_finished")
 
-    stored = Annotation.objects.filter(assignment__worker__external_id="alice").order_by(
+    stored = Annotation.objects.filter(assignment__worker__label="alice").order_by(
         "assignment__task__position"
     )
     assert [(a.words, a.rejected_ranks, a.get_category_display()) for a in stored] == [
@@ -105,7 +106,7 @@ def test_keyboard_alone_completes_a_task(
     batch = make_batch(units=units[:1])
     page.goto(f"/w/{batch.public_id}/")
     check_page(page, "worker_start")
-    tab_to(page, page.get_by_label("Your worker id"))
+    tab_to(page, page.get_by_label("Your worker id or name"))
     page.keyboard.type("keys-only")
     page.keyboard.press("Enter")
     page.wait_for_url("**/w/task/*/")
@@ -129,7 +130,7 @@ def test_keyboard_alone_completes_a_task(
     expect(page.get_by_role("heading", name="Thank you!")).to_be_visible()
     check_page(page, "worker_finished")
 
-    annotation = Annotation.objects.get(assignment__worker__external_id="keys-only")
+    annotation = Annotation.objects.get(assignment__worker__label="keys-only")
     assert (annotation.words, annotation.rejected_ranks, annotation.category) == ("red dot", [1, 3], "scene")
 
 
@@ -150,10 +151,44 @@ def test_a_returned_task_goes_to_the_next_one_and_a_paused_batch_says_so(
     page.wait_for_url("**/w/task/*/")
     assert page.url != first
     check_page(page, "worker_preview_after_return")
-    assert Assignment.objects.get(worker__external_id="erin").status == Assignment.Status.RETURNED
+    assert Assignment.objects.get(worker__label="erin").status == Assignment.Status.RETURNED
 
     services.batch_pause(batch=batch)
     expect_http_error(page, 409)
     page.goto(f"/w/{batch.public_id}/")
     expect(page.get_by_role("alert")).to_have_text("This batch is paused and takes no new work.")
     check_page(page, "worker_batch_paused")
+
+
+def test_the_personal_link_brings_the_worker_back_and_a_typed_name_does_not(
+    tabs: Tabs, page: Page, check_page: Check, make_batch: Callable[..., Batch]
+) -> None:
+    batch = make_batch()
+    start(page, check_page, batch, "alice")
+    expect(page.get_by_text("Bookmark your personal link to come back")).to_be_visible()
+    check_page(page, "worker_preview_personal_link")
+    page.get_by_role("button", name="Accept this task").click()
+    page.wait_for_url("**/w/a/*/")
+    check_page(page, "worker_task_personal_link")
+    link, task_page = personal_link(page), page.url
+    assert "/me/" in link
+
+    # Someone else types the same name in another browser: a new worker, who never sees alice's task.
+    other = tabs.open()
+    start(other, check_page, batch, "alice")
+    check_page(other, "worker_preview_same_name")
+    assert other.url != task_page
+    assert personal_link(other) != link
+
+    # Alice, in a second browser of her own, opens her personal link and is back on her task.
+    again = tabs.open()
+    again.goto(link)
+    again.wait_for_url(task_page)
+    expect(again.get_by_role("button", name="Submit answer")).to_be_enabled()
+    check_page(again, "worker_task_from_personal_link")
+    answer(again, "red circle", [], "Simple elements or colors")
+    again.get_by_role("button", name="Submit answer").click()
+    again.wait_for_url("**/w/task/*/")
+    check_page(again, "worker_preview_after_personal_link")
+    stored = Annotation.objects.select_related("assignment__worker").get().assignment
+    assert task_page.endswith(f"/w/a/{stored.public_id}/") and stored.worker.label == "alice"

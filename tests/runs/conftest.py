@@ -23,6 +23,7 @@ from django.db import connections
 
 from runs import services as runs
 from runs.models import DissectionRun, Network, ProbeSet, Shard
+from tests.factories import shared_project
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("UNITSCOPE_TEST_REDIS", "redis://127.0.0.1:6379/11")
@@ -39,11 +40,18 @@ def media(settings: Any, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def network_and_probe_set(media: Path, toy_weights: Path, probe_set_dir: Path) -> tuple[Network, ProbeSet]:
+    project = shared_project()
     with toy_weights.open("rb") as handle:
         network = runs.network_register(
-            name="toy", architecture="toy", weights=File(handle, name="toy.pt"), inspect_now=True
+            project=project,
+            name="toy",
+            architecture="toy",
+            weights=File(handle, name="toy.pt"),
+            inspect_now=True,
         )
-    probe_set = runs.probe_set_register(name="synthetic", path=str(probe_set_dir), inspect_now=True)
+    probe_set = runs.probe_set_register(
+        project=project, name="synthetic", path=str(probe_set_dir), inspect_now=True
+    )
     return network, probe_set
 
 
@@ -53,7 +61,9 @@ def launch(network_and_probe_set: tuple[Network, ProbeSet]) -> Callable[..., Dis
 
     def launch(name: str = "toy run", **kwargs: Any) -> DissectionRun:
         options = {"layers": LAYERS, "shard_size": 48, "topk": TOPK, **kwargs}
-        return runs.run_launch(name=name, network=network, probe_set=probe_set, **options)
+        return runs.run_launch(
+            project=network.project, name=name, network=network, probe_set=probe_set, **options
+        )
 
     return launch
 

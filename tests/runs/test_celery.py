@@ -13,6 +13,7 @@ import redis
 from django.test import Client
 
 from runs.models import DissectionRun, Shard, Unit, UnitImage
+from tests.factories import logged_in, staff_user
 from tests.runs.conftest import LAYERS, TOPK, drain, tally_arrays, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services, pytest.mark.slow]
@@ -20,10 +21,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services, pyt
 
 @pytest.fixture
 def staff_client(django_user_model) -> Client:
-    user = django_user_model.objects.create_user("requester", password="pw", is_staff=True)
-    client = Client()
-    client.force_login(user)
-    return client
+    return logged_in(staff_user(django_user_model, "requester"))
 
 
 def test_run_launched_from_the_page_completes_on_a_worker(
@@ -34,6 +32,7 @@ def test_run_launched_from_the_page_completes_on_a_worker(
     response = staff_client.post(
         "/runs/new/",
         {
+            "project": network.project_id,
             "name": "page run",
             "network": network.pk,
             "probe_set": probe_set.pk,

@@ -117,6 +117,7 @@ def test_launching_with_the_broker_down_queues_the_run_for_later(
     response = staff_client.post(
         "/runs/new/",
         {
+            "project": network.project_id,
             "name": "while down",
             "network": network.pk,
             "probe_set": probe_set.pk,

@@ -13,6 +13,7 @@ from dissection.networks import load_model
 from dissection.pipeline import dissect
 from runs import services as runs
 from runs.models import DissectionRun, Shard, Unit, UnitImage
+from tests.factories import logged_in, staff_user
 from tests.runs.conftest import LAYERS, TOPK, drain, tally_arrays
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -83,10 +84,18 @@ def test_a_corrupt_image_fails_the_run_naming_the_file(
         victim = broken / "images" / list(csv.DictReader(handle))[50]["image"]
     victim.write_bytes(b"not a png")
     network, _ = network_and_probe_set
-    probe_set = runs.probe_set_register(name="broken", path=str(broken), inspect_now=True)
+    probe_set = runs.probe_set_register(
+        project=network.project, name="broken", path=str(broken), inspect_now=True
+    )
     run = drain(
         runs.run_launch(
-            name="broken run", network=network, probe_set=probe_set, layers=LAYERS, shard_size=48, topk=TOPK
+            project=network.project,
+            name="broken run",
+            network=network,
+            probe_set=probe_set,
+            layers=LAYERS,
+            shard_size=48,
+            topk=TOPK,
         )
     )
     assert run.status == DissectionRun.Status.FAILED
@@ -150,8 +159,6 @@ def test_a_shard_in_flight_stops_at_its_next_progress_report(launch, monkeypatch
 
 
 def test_cam_gallery_joins_predictions_with_unit_labels(launch) -> None:
-    from django.test import Client
-
     from runs.selectors import run_cam_gallery
     from runs.tasks import cam_gallery
 
@@ -167,8 +174,7 @@ def test_cam_gallery_joins_predictions_with_unit_labels(launch) -> None:
         assert default_storage.exists(entry["overlay"])
     from django.contrib.auth import get_user_model
 
-    client = Client()
-    client.force_login(get_user_model().objects.create_user("r", is_staff=True))
+    client = logged_in(staff_user(get_user_model(), "r"))
     page = client.get(f"/runs/{run.pk}/").content.decode()
     assert "CAM gallery" in page and entries[0]["overlay_url"] in page
 
@@ -177,16 +183,25 @@ def test_bad_inputs_are_refused_naming_the_field_or_file(network_and_probe_set, 
     from django.core.files.base import ContentFile
 
     network, probe_set = network_and_probe_set
+    project = network.project
     with pytest.raises(runs.RunError, match=r"junk\.pt"):
         runs.network_register(
-            name="junk", architecture="toy", weights=ContentFile(b"junk", name="junk.pt"), inspect_now=True
+            project=project,
+            name="junk",
+            architecture="toy",
+            weights=ContentFile(b"junk", name="junk.pt"),
+            inspect_now=True,
         )
     with pytest.raises(runs.RunError, match=f"Path: .*{tmp_path}"):
-        runs.probe_set_register(name="empty", path=str(tmp_path), inspect_now=True)
+        runs.probe_set_register(project=project, name="empty", path=str(tmp_path), inspect_now=True)
     with pytest.raises(runs.RunError, match=r"Layers: .*conv9"):
-        runs.run_launch(name="bad", network=network, probe_set=probe_set, layers=["conv9"])
+        runs.run_launch(project=project, name="bad", network=network, probe_set=probe_set, layers=["conv9"])
     with pytest.raises(runs.RunError, match="exists already"):
         runs.network_register(
-            name="toy", architecture="toy", weights=ContentFile(b"x", name="x.pt"), inspect_now=True
+            project=project,
+            name="toy",
+            architecture="toy",
+            weights=ContentFile(b"x", name="x.pt"),
+            inspect_now=True,
         )
     assert not DissectionRun.objects.exists()

@@ -18,6 +18,7 @@ from PIL import Image
 from runs import services as runs
 from runs.models import DissectionRun, UnitImage
 from runs.selectors import run_reports
+from tests.factories import logged_in, shared_project, staff_user
 from tests.runs.conftest import TOPK, drain
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -66,21 +67,34 @@ def _upload_folder(endpoint: str, folder: Path, prefix: str) -> None:
 
 
 def test_run_on_s3_writes_tiles_readable_through_their_urls(
-    s3: str, probe_set_dir: Path, toy_weights: Path
+    s3: str, probe_set_dir: Path, toy_weights: Path, django_user_model: Any
 ) -> None:
+    """Tiles are linked with signed S3 URLs; the report and its strips come through the media view, which
+    streams them from the bucket to the project's members."""
+    project = shared_project()
     _upload_folder(s3, probe_set_dir, "probe-sets/synthetic")
     probe_set = runs.probe_set_register(
-        name="synthetic on s3", path=f"s3://{BUCKET}/probe-sets/synthetic", inspect_now=True
+        project=project, name="synthetic on s3", path=f"s3://{BUCKET}/probe-sets/synthetic", inspect_now=True
     )
     assert probe_set.image_count == 160
     with toy_weights.open("rb") as handle:
         network = runs.network_register(
-            name="toy", architecture="toy", weights=File(handle, name="toy.pt"), inspect_now=True
+            project=project,
+            name="toy",
+            architecture="toy",
+            weights=File(handle, name="toy.pt"),
+            inspect_now=True,
         )
     assert network.weights.url.startswith(s3)
     run = drain(
         runs.run_launch(
-            name="s3 run", network=network, probe_set=probe_set, layers=["conv4"], shard_size=80, topk=TOPK
+            project=project,
+            name="s3 run",
+            network=network,
+            probe_set=probe_set,
+            layers=["conv4"],
+            shard_size=80,
+            topk=TOPK,
         )
     )
     assert run.status == DissectionRun.Status.DONE, run.error
@@ -93,8 +107,17 @@ def test_run_on_s3_writes_tiles_readable_through_their_urls(
             tile = Image.open(io.BytesIO(response.read()))
         assert tile.size == (64, 64)
     [(_, report_url)] = run_reports(run=run)
-    with urllib.request.urlopen(report_url) as response:
-        assert b"conv4" in response.read()
+    assert report_url == f"/media/runs/{run.pk}/conv4/report/report.html"
+    client = logged_in(staff_user(django_user_model))
+    report = client.get(report_url)
+    assert report.status_code == 200 and "script-src" not in report["Content-Security-Policy"]
+    assert "default-src 'none'" in report["Content-Security-Policy"]
+    html = b"".join(report.streaming_content).decode()
+    strip = html.split('<img src="', 1)[1].split('"', 1)[0]
+    assert "conv4" in html and strip.startswith("strips/")
+    beside = client.get(report_url.rsplit("/", 1)[0] + "/" + strip)
+    assert beside.status_code == 200 and beside["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(b"".join(beside.streaming_content))).size[0] > 0
 
 
 @pytest.mark.parametrize("evil", ["/{victim}", "p/../../{name}", "./{name}"])
@@ -110,7 +133,9 @@ def test_a_bucket_key_outside_the_probe_set_is_refused_and_written_nowhere(
     with pytest.raises(
         runs.RunError, match=r"s3://unitscope-media/probe-sets/evil/.*not a plain relative path"
     ):
-        runs.probe_set_register(name="evil", path=f"s3://{BUCKET}/probe-sets/evil", inspect_now=True)
+        runs.probe_set_register(
+            project=shared_project(), name="evil", path=f"s3://{BUCKET}/probe-sets/evil", inspect_now=True
+        )
     assert not victim.exists() and not list(tmp_path.rglob("owned.txt"))
     assert not (tmp_path / "work" / "probe_sets").exists() or not any(
         (tmp_path / "work" / "probe_sets").iterdir()
@@ -123,5 +148,7 @@ def test_a_probe_set_over_the_size_cap_is_refused_before_downloading(
     _upload_folder(s3, probe_set_dir, "probe-sets/big")
     settings.PROBE_SET_MAX_BYTES = 1000
     with pytest.raises(runs.RunError, match=r"s3://unitscope-media/probe-sets/big: \d+ bytes, more than"):
-        runs.probe_set_register(name="big", path=f"s3://{BUCKET}/probe-sets/big", inspect_now=True)
+        runs.probe_set_register(
+            project=shared_project(), name="big", path=f"s3://{BUCKET}/probe-sets/big", inspect_now=True
+        )
     assert not (tmp_path / "work" / "probe_sets").exists()

@@ -1,5 +1,6 @@
 """A database made by the migrations of the old layout (every model in `annotate`), holding a run, its
-units, a batch and answers, upgrades to the `runs` app with every row, key and reference kept."""
+units, a batch and answers, upgrades to the `runs` app with every row, key and reference kept, and puts
+everything in the project "Default" whose members are the staff users."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from annotate.models import Annotation, Assignment, Batch, CrowdWorker, Task
-from runs.models import DissectionRun, Network, ProbeSet, Shard, Unit, UnitImage
+from runs.models import DissectionRun, Network, ProbeSet, Project, Shard, Unit, UnitImage
 
 OLD = [("annotate", "0003_shard"), ("runs", None)]
 
@@ -33,6 +34,7 @@ def _latest() -> list[tuple[str, str | None]]:
 
 def _old_rows(apps: Any) -> dict[str, Any]:
     user = apps.get_model("auth", "User").objects.create(username="requester", is_staff=True)
+    apps.get_model("auth", "User").objects.create(username="not-staff")
     probe_set = apps.get_model("annotate", "ProbeSet").objects.create(
         name="broden", path="/data/broden", image_count=63305
     )
@@ -84,6 +86,7 @@ def _old_rows(apps: Any) -> dict[str, Any]:
     batch = apps.get_model("annotate", "Batch").objects.create(
         title="label layer4", created_by=user, state="published", reward=Decimal("0.25")
     )
+    empty = apps.get_model("annotate", "Batch").objects.create(title="no tasks yet", created_by=user)
     tasks = [
         apps.get_model("annotate", "Task").objects.create(
             batch=batch,
@@ -126,6 +129,7 @@ def _old_rows(apps: Any) -> dict[str, Any]:
         "images": [i.pk for i in images],
         "shard": shard.pk,
         "batch": batch.pk,
+        "empty": empty.pk,
         "tasks": [t.pk for t in tasks],
         "worker": worker.pk,
         "assignment": assignment.pk,
@@ -175,6 +179,10 @@ def test_upgrade_keeps_every_row_and_reference() -> None:
         "dog",
         [1],
     )
+    default = Project.objects.get()
+    assert default.name == "Default" and [u.username for u in default.members.all()] == ["requester"]
+    assert run.project == network.project == ProbeSet.objects.get(pk=ids["probe_set"]).project == default
+    assert batch.project == Batch.objects.get(pk=ids["empty"]).project == default
     # The database's own constraints still guard the moved tables: a duplicate unit is refused.
     from django.db import IntegrityError, transaction
 

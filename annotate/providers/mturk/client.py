@@ -2,8 +2,11 @@
 
 Publishing creates one HIT type per batch and one HIT per task whose question is an ExternalQuestion pointing
 at our MTurk task page; `RequesterAnnotation` carries the task id and `UniqueRequestToken` makes a retried
-publish find the HIT it already made instead of creating a second one. MTurk hands out the assignment slots
-(MaxAssignments), our task page stores the answer and then posts to `<turkSubmitTo>/mturk/externalSubmit`.
+publish find the HIT it already made instead of creating a second one (and a retried bonus pay once). MTurk
+hands out the assignment slots (MaxAssignments), our task page stores the answer and then posts to
+`<turkSubmitTo>/mturk/externalSubmit`. The ids on our task page's URL can be typed by anyone, so an
+assignment counts only once MTurk's own record of it (GetAssignment, ListAssignmentsForHIT) names the same
+worker and HIT; MTurk keeps such a record only from the worker's submit there on.
 """
 
 from __future__ import annotations
@@ -60,6 +63,20 @@ def task_url(task: Task) -> str:
     return settings.SITE_URL.rstrip("/") + reverse("annotate:mturk_task", args=[task.public_id])
 
 
+def _already_processed(exc: ProviderError, token: str) -> bool:
+    """Whether MTurk refused a call because its UniqueRequestToken `token` was used before (the earlier
+    call went through): MTurk answers RequestError 'The idempotency token "<token>" has already been
+    processed.'"""
+    from botocore.exceptions import ClientError
+
+    cause = exc.__cause__
+    if not isinstance(cause, ClientError):
+        return False
+    error = cause.response.get("Error", {})
+    message = str(error.get("Message", ""))
+    return error.get("Code") == "RequestError" and token in message and "already been processed" in message
+
+
 def _call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
     """Call `operation`, turning boto errors into a ProviderError that names the call."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -76,7 +93,7 @@ def _call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
 
 class MTurkProvider(CrowdProvider):
     name = "mturk"
-    external_slots = True
+    confirms_later = True
 
     def __init__(self, client: Any | None = None) -> None:
         self._client = client
@@ -190,15 +207,23 @@ class MTurkProvider(CrowdProvider):
             log.warning("could not add an assignment to HIT %s after a rejection", hit_id, exc_info=True)
 
     def bonus(self, assignment: Assignment, amount: Decimal, reason: str) -> None:
-        _call(
-            self.client,
-            "send_bonus",
-            WorkerId=assignment.worker.external_id,
-            BonusAmount=f"{amount:.2f}",
-            AssignmentId=assignment.mturk_assignment_id,
-            Reason=reason,
-            UniqueRequestToken=f"bonus-{assignment.public_id.hex}",
-        )
+        """Pay once: a retry after a pay that went through (our save failed) meets MTurk's refusal of the
+        used token, which means the bonus is paid."""
+        token = f"bonus-{assignment.public_id.hex}"
+        try:
+            _call(
+                self.client,
+                "send_bonus",
+                WorkerId=assignment.worker.external_id,
+                BonusAmount=f"{amount:.2f}",
+                AssignmentId=assignment.mturk_assignment_id,
+                Reason=reason,
+                UniqueRequestToken=token,
+            )
+        except ProviderError as exc:
+            if not _already_processed(exc, token):
+                raise
+            log.info("bonus for assignment %s was already paid on MTurk", assignment.mturk_assignment_id)
 
     def block(self, worker: CrowdWorker, reason: str) -> None:
         _call(self.client, "create_worker_block", WorkerId=worker.external_id, Reason=reason)
@@ -218,11 +243,32 @@ class MTurkProvider(CrowdProvider):
         """Every assignment MTurk holds for the batch's HITs, one HIT's pages at a time."""
         for task in batch.tasks.exclude(mturk_hit_id="").order_by("position"):
             for remote in self.list_assignments(task.mturk_hit_id):
-                yield RemoteAssignment(
-                    external_id=remote["AssignmentId"],
-                    status=_STATUS.get(remote["AssignmentStatus"], remote["AssignmentStatus"]),
-                    feedback=remote.get("RequesterFeedback", ""),
-                )
+                yield _remote(remote, hit_id=task.mturk_hit_id)
+
+    def remote_assignment(self, assignment: Assignment) -> RemoteAssignment | None:
+        """MTurk's record of the assignment (GetAssignment); None on any error: MTurk has no record of an
+        assignment before its worker submits it there, and an error is never a confirmation."""
+        if not assignment.mturk_assignment_id:
+            return None
+        try:
+            found = _call(self.client, "get_assignment", AssignmentId=assignment.mturk_assignment_id)
+        except ProviderError as exc:
+            log.info("MTurk does not confirm assignment %s yet: %s", assignment.mturk_assignment_id, exc)
+            return None
+        remote = found.get("Assignment") or {}
+        if not remote.get("AssignmentId"):
+            return None
+        return _remote(remote, hit_id=str(remote.get("HITId", "")))
+
+
+def _remote(remote: dict[str, Any], *, hit_id: str) -> RemoteAssignment:
+    return RemoteAssignment(
+        external_id=remote["AssignmentId"],
+        status=_STATUS.get(remote["AssignmentStatus"], remote["AssignmentStatus"]),
+        feedback=remote.get("RequesterFeedback", ""),
+        worker_id=str(remote.get("WorkerId", "")),
+        hit_id=hit_id,
+    )
 
 
 _STATUS = {

@@ -1,12 +1,19 @@
 """MTurk's ExternalQuestion frame: the task page MTurk shows a worker, and the submit that hands them back.
 
-Our cookies are third-party inside MTurk's frame, so the assignment travels as a signed token instead.
+Our cookies are third-party inside MTurk's frame, so the assignment travels as a signed token instead. The
+ids on the page's URL (assignmentId, workerId, hitId) are what MTurk appends, but anyone can type them: they
+are checked for shape before anything reads the database, an assignment they open starts unverified (no
+real slot, no statistic, no gold accounting until MTurk confirms it), and the token goes only to the
+request that names the assignment's own assignmentId and workerId.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from django.core import signing
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
@@ -22,9 +29,12 @@ from annotate.forms import (
 )
 from annotate.models import Assignment, Provider, Task
 from annotate.providers.mturk import client as mturk_client
-from annotate.views.worker import task_context, worker_error
+from annotate.views.worker import slot_take_throttled, task_context, too_many_requests, worker_error
 
 MTURK_TOKEN_SALT = "annotate.mturk.assignment"
+MTURK_ID = re.compile(r"[A-Za-z0-9]{1,100}")
+"""MTurk's ids are upper-case letters and digits, about 30 of them; our columns hold 100."""
+NOT_YOURS = "This MTurk assignment belongs to another worker or HIT. Open the task from MTurk."
 
 
 def _framable_by_mturk(response: HttpResponse) -> HttpResponse:
@@ -37,15 +47,43 @@ def _submit_host(turk_submit_to: str) -> str | None:
     return host if host in mturk_client.SUBMIT_HOSTS else None
 
 
+@dataclass(frozen=True)
+class MTurkIds:
+    assignment: str
+    worker: str
+    hit: str
+
+    @property
+    def preview(self) -> bool:
+        return not self.assignment or self.assignment == mturk_client.PREVIEW_ASSIGNMENT_ID
+
+
+def _ids(query: QueryDict) -> MTurkIds | str:
+    """The ids MTurk appends, or what is wrong with them (checked before any of them meets the database)."""
+    ids = MTurkIds(query.get("assignmentId", ""), query.get("workerId", ""), query.get("hitId", ""))
+    checked = {"hitId": ids.hit} if ids.preview else {"assignmentId": ids.assignment, "hitId": ids.hit}
+    if not ids.preview:
+        checked["workerId"] = ids.worker
+    bad = [name for name, value in checked.items() if value and not MTURK_ID.fullmatch(value)]
+    if bad:
+        names = ", ".join(bad)
+        return f"Open this task from MTurk: {names} is not an MTurk id (at most 100 letters and digits)."
+    if not ids.preview and not (ids.worker and ids.hit):
+        return "Open this task from MTurk: the link lacks workerId or hitId."
+    return ids
+
+
 @xframe_options_exempt
 @require_http_methods(["GET"])
 def mturk_task(request: HttpRequest, task_id: str) -> HttpResponse:
     """The ExternalQuestion page: a preview, or the form for MTurk's assignmentId/workerId."""
+    ids = _ids(request.GET)
+    if isinstance(ids, str):
+        return _framable_by_mturk(worker_error(request, ids, 400))
     task = get_object_or_404(
-        Task.objects.select_related("batch", "unit"), public_id=task_id, batch__provider=Provider.MTURK
+        Task.objects.select_related("batch"), public_id=task_id, batch__provider=Provider.MTURK
     )
-    assignment_id = request.GET.get("assignmentId", "")
-    if not assignment_id or assignment_id == mturk_client.PREVIEW_ASSIGNMENT_ID:
+    if ids.preview:
         return _framable_by_mturk(
             render(
                 request,
@@ -53,21 +91,25 @@ def mturk_task(request: HttpRequest, task_id: str) -> HttpResponse:
                 task_context(task, preview=True, mturk=True, form=answer_form(task.kind, ranks=[])),
             )
         )
-    worker_id, hit_id = request.GET.get("workerId", ""), request.GET.get("hitId", "")
     submit_to = _submit_host(request.GET.get("turkSubmitTo", ""))
-    if not worker_id or submit_to is None:
+    if submit_to is None:
         return _framable_by_mturk(
-            worker_error(
-                request, "Open this task from MTurk: the link lacks workerId or a valid turkSubmitTo.", 400
-            )
+            worker_error(request, "Open this task from MTurk: the link lacks a valid turkSubmitTo.", 400)
         )
+    if ids.hit != task.mturk_hit_id:
+        return _framable_by_mturk(worker_error(request, NOT_YOURS, 403, task.batch))
+    known = Assignment.objects.filter(mturk_assignment_id=ids.assignment).select_related("worker").first()
+    if known is not None and (known.task_id != task.pk or known.worker.external_id != ids.worker):
+        return _framable_by_mturk(worker_error(request, NOT_YOURS, 403, task.batch))
+    if slot_take_throttled(request):
+        return _framable_by_mturk(too_many_requests(request, task.batch))
     try:
-        worker = services.crowd_worker_get_or_create(provider=Provider.MTURK, external_id=worker_id)
+        worker = services.crowd_worker_get_or_create(provider=Provider.MTURK, external_id=ids.worker)
         assignment = services.assignment_accept(
             task=task,
             worker=worker,
-            mturk_assignment_id=assignment_id,
-            mturk_hit_id=hit_id,
+            mturk_assignment_id=ids.assignment,
+            mturk_hit_id=ids.hit,
             turk_submit_to=submit_to,
         )
     except AnnotateError as exc:
@@ -100,9 +142,7 @@ def mturk_submit(request: HttpRequest, task_id: str) -> HttpResponse:
     except signing.BadSignature:
         return _framable_by_mturk(worker_error(request, "This form is not valid; reload the task.", 403))
     assignment = get_object_or_404(
-        Assignment.objects.select_related("task__batch", "task__unit"),
-        public_id=public_id,
-        task__public_id=task_id,
+        Assignment.objects.select_related("task__batch"), public_id=public_id, task__public_id=task_id
     )
     task = assignment.task
     ranks = selectors.task_image_ranks(task=task)

@@ -6,7 +6,7 @@ from runs import selectors as run_selectors
 from runs.errors import RunError
 from runs.follow import follow_run
 from runs.models import DissectionRun, Network, ProbeSet
-from runs.services import run_launch
+from runs.services import project_get_or_create, run_launch
 from workers.inprocess import in_process_worker, needs_in_process_worker
 
 
@@ -25,6 +25,10 @@ class Command(BaseCommand):
         parser.add_argument("--topk", type=int, default=20)
         parser.add_argument("--semantics", default="paper", choices=["paper", "netdissect-lite"])
         parser.add_argument("--no-wait", action="store_true", help="return once the run is queued")
+        parser.add_argument(
+            "--project",
+            help="project of the run; the network and the probe set must be in it (default: the network's)",
+        )
 
     def handle(
         self,
@@ -37,6 +41,7 @@ class Command(BaseCommand):
         topk: int,
         semantics: str,
         no_wait: bool,
+        project: str | None,
         **options: object,
     ) -> None:
         found_network = Network.objects.filter(name=network).first()
@@ -53,6 +58,7 @@ class Command(BaseCommand):
         with in_process_worker() if local else nullcontext():
             try:
                 run = run_launch(
+                    project=found_network.project if project is None else project_get_or_create(name=project),
                     name=name,
                     network=found_network,
                     probe_set=found_probe_set,

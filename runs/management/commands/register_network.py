@@ -5,7 +5,7 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from runs.errors import RunError
-from runs.services import network_register
+from runs.services import DEFAULT_PROJECT, network_register, project_get_or_create
 
 
 def _upload(stack: ExitStack, path: Path | None) -> File | None:
@@ -24,6 +24,11 @@ class Command(BaseCommand):
         parser.add_argument("--arch", default="", help="toy, or a torchvision architecture such as resnet18")
         parser.add_argument("--weights", type=Path, help="state-dict checkpoint")
         parser.add_argument("--torchscript", type=Path, help="TorchScript file (instead of --arch/--weights)")
+        parser.add_argument(
+            "--project",
+            default=DEFAULT_PROJECT,
+            help="project it belongs to (made when missing; default %(default)s)",
+        )
 
     def handle(
         self,
@@ -32,11 +37,13 @@ class Command(BaseCommand):
         arch: str,
         weights: Path | None,
         torchscript: Path | None,
+        project: str,
         **options: object,
     ) -> None:
         with ExitStack() as stack:
             try:
                 network = network_register(
+                    project=project_get_or_create(name=project),
                     name=name,
                     architecture=arch,
                     weights=_upload(stack, weights),
@@ -45,4 +52,8 @@ class Command(BaseCommand):
                 )
             except RunError as exc:
                 raise CommandError(str(exc)) from None
-        self.stdout.write(self.style.SUCCESS(f"Registered network {network.name!r} (id {network.pk})."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Registered network {network.name!r} (id {network.pk}) in project {network.project.name!r}."
+            )
+        )

@@ -12,7 +12,7 @@ from django.test import override_settings
 from annotate import services
 from annotate.models import Batch
 from runs.models import DissectionRun, Unit
-from tests.factories import unit_create
+from tests.factories import run_create, unit_create
 
 IMAGES_PER_UNIT = 3
 # (layer, label, Broden category, IoU): "sky" is a Broden object that people call a region.
@@ -45,9 +45,7 @@ def live_server(_plain_http_server: None, live_server: Any) -> Any:
 
 @pytest.fixture
 def run(db: None) -> DissectionRun:
-    return DissectionRun.objects.create(
-        name="compare run", status=DissectionRun.Status.DONE, layers=["conv3", "conv4"]
-    )
+    return run_create("compare run", status=DissectionRun.Status.DONE, layers=["conv3", "conv4"])
 
 
 @pytest.fixture

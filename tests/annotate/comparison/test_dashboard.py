@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from annotate import services
-from annotate.models import Batch
+from annotate.models import Batch, CrowdWorker
 from annotate.selectors.comparison import batch_comparison_input, comparison_summarize
 from annotate.services.verification import verification_batch_create
 from annotate.simulation import crowd_simulate
@@ -199,7 +199,9 @@ def test_unmappable_dissection_category_is_named(staff_client: Client, make_batc
 
 def test_csv_cells_never_start_a_formula(staff_client: Client, batch: Batch) -> None:
     worker = Client()
-    worker.post(reverse("annotate:batch_start", args=[batch.public_id]), {"worker_id": "@SUM"})
+    started = worker.post(reverse("annotate:batch_start", args=[batch.public_id]), {"worker_id": "@SUM"})
+    worker.get(started.url)  # the personal link logs the browser in
+    CrowdWorker.objects.filter(label="@SUM").update(external_id="@SUM")  # as a provider's id might read
     preview = worker.get(reverse("annotate:batch_next", args=[batch.public_id]), follow=True)
     accepted = worker.post(preview.request["PATH_INFO"], follow=True)
     done = worker.post(accepted.redirect_chain[-1][0], {"words": "red", "category": "color"})
@@ -208,3 +210,6 @@ def test_csv_cells_never_start_a_formula(staff_client: Client, batch: Batch) -> 
     rows = list(csv.DictReader(io.StringIO(staff_client.get(f"{base}workers.csv").content.decode())))
     assert [row["worker"] for row in rows] == ["'@SUM"]
     assert json.loads(staff_client.get(f"{base}workers.json").content)[0]["worker"] == "@SUM"
+    export = staff_client.get(reverse("annotate:batch_export", args=[batch.public_id, "csv"]))
+    exported = list(csv.DictReader(io.StringIO(export.content.decode())))
+    assert [(row["worker"], row["worker_label"]) for row in exported] == [("'@SUM", "'@SUM")]

@@ -51,7 +51,7 @@ def test_synonyms_from_the_probe_sets_label_csv(
         "number,name,category,frequency,coverage,syns\n"
         "1,dog,object,1,1,puppy;hound\n2,red-c,color,1,1,crimson\n"
     )
-    run.probe_set = ProbeSet.objects.create(name="tiny", path=str(tmp_path))
+    run.probe_set = ProbeSet.objects.create(project=run.project, name="tiny", path=str(tmp_path))
     run.save()
     assert run_synonyms(run=run)["puppy"] == "dog"
     _answer(batch, units[5], "ann", "Puppies", "object")
@@ -69,15 +69,15 @@ def test_synonyms_from_the_probe_sets_label_csv(
 
 
 def test_probe_set_without_label_csv_or_remote_has_no_synonyms(tmp_path: Path, run: DissectionRun) -> None:
-    run.probe_set = ProbeSet.objects.create(name="empty", path=str(tmp_path))
+    run.probe_set = ProbeSet.objects.create(project=run.project, name="empty", path=str(tmp_path))
     assert run_synonyms(run=run) is None
-    run.probe_set = ProbeSet.objects.create(name="remote", path="s3://bucket/broden")
+    run.probe_set = ProbeSet.objects.create(project=run.project, name="remote", path="s3://bucket/broden")
     assert run_synonyms(run=run) is None
 
 
 def test_unreadable_label_csv_is_a_note(tmp_path: Path, batch: Batch, run: DissectionRun) -> None:
     (tmp_path / "label.csv").write_text("number,title\n1,dog\n")
-    run.probe_set = ProbeSet.objects.create(name="broken", path=str(tmp_path))
+    run.probe_set = ProbeSet.objects.create(project=run.project, name="broken", path=str(tmp_path))
     run.save()
     data = batch_comparison_input(batch=batch)
     assert data.synonyms is None

@@ -34,11 +34,10 @@ def _no_source(html: str) -> None:
 
 
 def _worker(batch: Batch, name: str = "vera") -> Client:
+    """A browser that started on the batch link as a new worker labelled `name` (via its personal link)."""
     client = Client()
-    assert (
-        client.post(reverse("annotate:batch_start", args=[batch.public_id]), {"worker_id": name}).status_code
-        == 302
-    )
+    started = client.post(reverse("annotate:batch_start", args=[batch.public_id]), {"worker_id": name})
+    assert started.status_code == 302 and client.get(started.url).status_code == 302
     return client
 
 
@@ -98,9 +97,7 @@ def test_every_verify_task_hides_its_source(verification: Batch) -> None:
         seen += 1
     assert seen == verification.tasks.count()
     assert set(
-        Annotation.objects.filter(assignment__worker__external_id="sceptic").values_list(
-            "verify_answer", flat=True
-        )
+        Annotation.objects.filter(assignment__worker__label="sceptic").values_list("verify_answer", flat=True)
     ) == {True}
 
 
@@ -112,7 +109,8 @@ def test_label_task_pages_still_ask_three_questions(batch: Batch) -> None:
     assert 'name="words"' in html and 'name="category"' in html and QUESTION not in html
 
 
-def test_verify_task_in_mturk_frame(make_batch, units: list[Unit]) -> None:
+def test_verify_task_in_mturk_frame(make_batch, units: list[Unit], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mturk.MTurkProvider, "remote_assignment", lambda self, assignment: None)
     source = make_batch()
     crowd_simulate(batch=source, workers=2, spammers=0, accuracy=1.0)
     source.provider = Provider.MTURK
@@ -120,6 +118,7 @@ def test_verify_task_in_mturk_frame(make_batch, units: list[Unit]) -> None:
     made = verification_batch_create(batch=source)
     Batch.objects.filter(pk=made.pk).update(state=Batch.State.PUBLISHED)
     task = made.tasks.order_by("position").first()
+    Task.objects.filter(pk=task.pk).update(mturk_hit_id="H1")
     client = Client()
     url = reverse("annotate:mturk_task", args=[task.public_id])
     preview = client.get(f"{url}?assignmentId={mturk.PREVIEW_ASSIGNMENT_ID}").content.decode()
