@@ -83,32 +83,40 @@ def load_run(spec: RunSpec) -> LoadedRun:
 
 
 def load_runs(specs: Sequence[RunSpec], *, allow_mismatch: bool = False) -> list[LoadedRun]:
-    """Every run's results, checked to be comparable: at least two runs, distinct names, a layer in common,
-    and (unless `allow_mismatch`) one probe set and one semantics."""
+    """Every run's results, checked to be comparable (see `check_comparable`)."""
     if len(specs) < 2:
         raise CompareError("compare needs at least two runs")
-    names = [spec.name for spec in specs]
+    runs = [load_run(spec) for spec in specs]
+    check_comparable(runs, allow_mismatch=allow_mismatch)
+    return runs
+
+
+def check_comparable(runs: Sequence[LoadedRun], *, allow_mismatch: bool = False) -> None:
+    """At least two runs, distinct names, a layer in common, and (unless `allow_mismatch`) one probe set and
+    one semantics."""
+    if len(runs) < 2:
+        raise CompareError("compare needs at least two runs")
+    names = [run.spec.name for run in runs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise CompareError(f"run names must differ: {', '.join(map(repr, repeated))} given twice")
-    runs = [load_run(spec) for spec in specs]
     if not set.intersection(*(set(run.layers) for run in runs)):
         shown = "; ".join(f"{run.spec.name}: {', '.join(sorted(run.layers))}" for run in runs)
         raise CompareError(f"the runs share no layer ({shown})")
-    if not allow_mismatch:
-        for key, what in (("probe_set", "probe set"), ("semantics", "semantics")):
-            seen = {
-                f"{run.spec.name}/{layer}": str(document.get(key))
-                for run in runs
-                for layer, document in run.layers.items()
-            }
-            if len(set(seen.values())) > 1:
-                shown = "; ".join(f"{where}: {value}" for where, value in seen.items())
-                raise CompareError(
-                    f"the runs were dissected with different {what}s ({shown}); pass allow_mismatch "
-                    "(--allow-mismatch) to compare them anyway"
-                )
-    return runs
+    if allow_mismatch:
+        return
+    for key, what in (("probe_set", "probe set"), ("semantics", "semantics")):
+        seen = {
+            f"{run.spec.name}/{layer}": str(document.get(key))
+            for run in runs
+            for layer, document in run.layers.items()
+        }
+        if len(set(seen.values())) > 1:
+            shown = "; ".join(f"{where}: {value}" for where, value in seen.items())
+            raise CompareError(
+                f"the runs were dissected with different {what}s ({shown}); pass allow_mismatch "
+                "(--allow-mismatch) to compare them anyway"
+            )
 
 
 def _interpretable(unit: Mapping[str, Any], threshold: float) -> bool:

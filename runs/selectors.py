@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from django.core.files.storage import default_storage
 from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
 
+from dissection.compare import LoadedRun, RunSpec
 from runs.models import DissectionRun, Network, ProbeSet, Unit
+from runs.storage import fetch
 
 
 def run_status(*, run: DissectionRun) -> dict[str, Any]:
@@ -103,3 +107,40 @@ def run_waits_for_broker(*, run: DissectionRun) -> bool:
         run.status in (DissectionRun.Status.QUEUED, DissectionRun.Status.RUNNING)
         and run.shards.filter(status="pending", queued_at__isnull=True).exists()
     )
+
+
+def runs_compared(*, runs: Sequence[DissectionRun], workdir: Path) -> list[LoadedRun]:
+    """The stored results of finished runs, ready for `dissection.compare`: each rendered layer's result.json
+    and the unit strips beside it, read from storage (copied into `workdir` when the storage is not a local
+    folder, e.g. S3)."""
+    loaded = []
+    for run in runs:
+        layers, folders = {}, {}
+        for layer in run.layers:
+            report = run.report.get(layer)
+            if not report:
+                continue
+            prefix = str(PurePosixPath(report).parent)
+            folder = _local_folder(prefix, workdir / str(run.pk) / layer)
+            layers[layer] = json.loads((folder / "result.json").read_text())
+            folders[layer] = folder
+        loaded.append(LoadedRun(RunSpec(run.name, workdir / str(run.pk)), layers, folders))
+    return loaded
+
+
+def _local_folder(prefix: str, copy_to: Path) -> Path:
+    """A local folder holding `prefix`'s result.json and strips: the stored folder itself on local disk."""
+    try:
+        local = Path(default_storage.path(prefix))
+    except NotImplementedError:
+        local = None
+    if local is not None and (local / "result.json").is_file():
+        return local
+    copy_to.mkdir(parents=True, exist_ok=True)
+    with default_storage.open(f"{prefix}/result.json", "rb") as handle:
+        document = json.load(handle)
+    (copy_to / "result.json").write_text(json.dumps(document))
+    for unit in document["units"]:
+        if unit.get("strip") and default_storage.exists(f"{prefix}/{unit['strip']}"):
+            fetch(f"{prefix}/{unit['strip']}", copy_to / unit["strip"])
+    return copy_to

@@ -8,8 +8,9 @@ those the user may see (`runs.access`): another project's is a 404.
 from __future__ import annotations
 
 import mimetypes
+import tempfile
 from collections.abc import Callable
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from django.contrib import messages
 from django.core.files.storage import default_storage
@@ -21,6 +22,8 @@ from django.views.decorators.http import (
     require_safe,
 )
 
+from dissection.compare import CompareError, check_comparable, compare
+from dissection.compare_report import compare_html
 from runs import selectors as run_selectors
 from runs import services as run_services
 from runs.access import staff_required
@@ -185,4 +188,45 @@ def media_file(request: HttpRequest, key: str) -> FileResponse:
     )
     response["Content-Security-Policy"] = MEDIA_CSP
     response["Cache-Control"] = "private, max-age=300"
+    return response
+
+
+# The comparison page embeds its strips and styles: data images and inline CSS only.
+COMPARE_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+)
+
+
+@staff_required
+@require_safe
+def run_compare(request: HttpRequest) -> HttpResponse:
+    """Finished runs side by side (`dissection.compare`): the page, or compare.json with ?format=json."""
+    ids = [int(value) for value in request.GET.getlist("run") if value.isdigit()]
+    found = {run.pk: run for run in DissectionRun.objects.visible_to(request.user).filter(pk__in=ids)}
+    if len(found) != len(set(ids)):
+        raise Http404("No such run.")
+    runs = [found[pk] for pk in dict.fromkeys(ids)]
+    unfinished = [run.name for run in runs if run.status != DissectionRun.Status.DONE]
+    error = ""
+    if len(runs) < 2:
+        error = "Pick at least two finished runs to compare."
+    elif unfinished:
+        error = f"Only finished runs can be compared: {', '.join(unfinished)} is not done."
+    if error:
+        messages.error(request, error)
+        return redirect("runs:run_list")
+    with tempfile.TemporaryDirectory() as workdir:
+        loaded = run_selectors.runs_compared(runs=runs, workdir=Path(workdir))
+        try:
+            check_comparable(loaded, allow_mismatch=request.GET.get("allow_mismatch") == "1")
+        except CompareError as exc:
+            messages.error(request, str(exc))
+            return redirect("runs:run_list")
+        document = compare(loaded)
+        if request.GET.get("format") == "json":
+            response: HttpResponse = JsonResponse(document)
+            response["Content-Disposition"] = 'attachment; filename="compare.json"'
+            return response
+        response = HttpResponse(compare_html(document, loaded))
+    response["Content-Security-Policy"] = COMPARE_CSP
     return response
