@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -11,10 +12,29 @@ from torch import nn
 from dissection.errors import LayerError
 from dissection.tokens import TokenLayout, TokenRule, resolve_layout
 
+OUTPUT = "output"
+"""The model's own output as a layer: what a TorchScript model offers, since it runs no forward hooks (trace
+the network up to the layer to dissect)."""
+
 
 def layer_names(model: nn.Module) -> list[str]:
-    """Every hookable layer name of `model`, as `named_modules()` gives them (the root excluded)."""
+    """Every hookable layer name of `model`, as `named_modules()` gives them (the root excluded); a
+    TorchScript model has one, its output."""
+    if _scripted(model):
+        return [OUTPUT]
     return [name for name, _ in model.named_modules() if name]
+
+
+def with_output_layer(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    """`model`, wrapped so that its output is a hookable layer named OUTPUT when `names` asks for it and the
+    model has no module of that name (a TorchScript model never has: its modules cannot be hooked)."""
+    if OUTPUT not in names or (OUTPUT in dict(model.named_modules()) and not _scripted(model)):
+        return model
+    return nn.Sequential(OrderedDict([("model", model), (OUTPUT, nn.Identity())]))
+
+
+def _scripted(model: nn.Module) -> bool:
+    return isinstance(model, torch.jit.ScriptModule)
 
 
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:
@@ -23,6 +43,12 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
         valid = layer_names(model)
         shown = ", ".join(valid[:60]) + (f", … ({len(valid)} in all)" if len(valid) > 60 else "")
         raise LayerError(f"unknown layer {name!r}; valid layers: {shown}")
+    parts = name.split(".")
+    if any(_scripted(modules[".".join(parts[:end])]) for end in range(len(parts) + 1)):
+        raise LayerError(
+            f"layer {name!r}: a TorchScript model runs no forward hooks; trace the network up to that layer "
+            f"and pass --layer {OUTPUT}"
+        )
     return modules[name]
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from dissection.broden import ProbeSet
 from dissection.data import image_batches
 from dissection.errors import DissectionError, LayerError, ModelError
-from dissection.hooks import capture_outputs, resolve_layer
+from dissection.hooks import capture_outputs, resolve_layer, with_output_layer
 from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from dissection.tokens import TokenLayout, TokenRule, parse_rule
 
@@ -53,6 +53,7 @@ class ModelActivations:
     ) -> None:
         if not layers:
             raise LayerError("name at least one layer to dissect")
+        model = with_output_layer(model, layers)
         for layer in layers:
             resolve_layer(model, layer)
         self.device = resolve_device(device)
