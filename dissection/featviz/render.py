@@ -21,13 +21,12 @@ from torch import nn
 from dissection.errors import LayerError
 from dissection.featviz.param import random_spectrum, spectrum_to_image
 from dissection.featviz.transforms import Transforms
-from dissection.hooks import capture_outputs
+from dissection.hooks import capture_outputs, resolve_layer, with_output_layer
 from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from dissection.sources import Progress, resolve_device
 
 Direction = Literal["positive", "negative"]
 
-OUTPUT = "output"
 """The layer name that means the model's own output (a network traced up to its feature map): the only way
 to read a TorchScript model, which runs no forward hooks."""
 
@@ -70,31 +69,19 @@ def normalize(
     return (pixels - shift) / scale
 
 
-def _check_map(layer: str, output: object) -> torch.Tensor:
-    if not isinstance(output, torch.Tensor) or output.dim() != 4:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise LayerError(f"layer {layer!r} outputs {shape}; feature visualization needs N x C x H x W")
-    return output
-
-
 @contextmanager
 def layer_reader(
     model: nn.Module, layer: str, *, grad: bool = False
 ) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """A function from the model's (normalized) input to `layer`'s N x C x H x W output; with `grad` the
-    output keeps its graph. The hook is removed when the block ends."""
-    if layer == OUTPUT and layer not in dict(model.named_modules()):
-        yield lambda inputs: _check_map(layer, model(inputs))
-        return
-    if isinstance(model, torch.jit.ScriptModule):
-        raise LayerError(
-            f"layer {layer!r}: TorchScript models run no forward hooks; trace the network up to that layer "
-            f"and pass --layer {OUTPUT}"
-        )
-    with capture_outputs(model, [layer], detach=not grad) as captured:
+    output keeps its graph. `output` is the model's own output (all a TorchScript model offers). The hook is
+    removed when the block ends."""
+    wrapped = with_output_layer(model, [layer])
+    resolve_layer(wrapped, layer)
+    with capture_outputs(wrapped, [layer], detach=not grad) as captured:
 
         def read(inputs: torch.Tensor) -> torch.Tensor:
-            model(inputs)
+            wrapped(inputs)
             return captured[layer]
 
         yield read

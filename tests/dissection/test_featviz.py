@@ -15,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from dissection.cli import main
+from dissection.errors import LayerError
 from dissection.featviz.check import best_from_probe_set, best_from_result
 from dissection.featviz.param import (
     colour_matrix,
@@ -207,7 +208,7 @@ def test_cli_probe_set_negative_and_diversity(
         ({"--units": "0-999"}, "--units 0-999: layer 'conv4' has 128 channels (0-127); 872 asked for"),
         ({"--units": "3-1"}, "runs backwards"),
         ({"--layer": "fc"}, "layer 'fc' outputs shape (1, 5); dissection needs N x C x H x W"),
-        ({"--layer": "output"}, "layer 'output' outputs (1, 5); feature visualization needs N x C x H x W"),
+        ({"--layer": "output"}, "layer 'output' outputs shape (1, 5); dissection needs N x C x H x W"),
         ({"--dissection": "conv3"}, "is a dissection of layer 'conv3', not 'conv4'"),
         ({"--out": "occupied"}, "exists and is not a featviz folder"),
     ],
@@ -256,7 +257,7 @@ def test_torchscript_model_traced_up_to_the_layer(toy_weights: Path, tmp_path: P
     common = ["featviz", "--torchscript", str(path), "--units", "0-1", "--steps", "2", "--size", "32"]
     assert main([*common, "--layer", "output", "--out", str(tmp_path / "viz")]) == 0
     assert len(json.loads((tmp_path / "viz" / "featviz.json").read_text())["images"]) == 2
-    with pytest.raises(Exception, match="TorchScript models run no forward hooks"):
+    with pytest.raises(LayerError, match="a TorchScript model runs no forward hooks"):
         from dissection.featviz.render import layer_shape
 
         layer_shape(torch.jit.load(str(path)), "4", 32)
