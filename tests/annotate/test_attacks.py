@@ -145,9 +145,11 @@ def test_odd_or_overlong_mturk_ids_are_refused_before_the_database(
     assert not Assignment.objects.exists() and not CrowdWorker.objects.exists()
 
 
-def test_a_forged_worker_failing_gold_blocks_nobody_until_mturk_confirms(
-    make_batch, units, stub: Stubber, answer
-) -> None:
+def _gold_answer_failed_in_the_frame(
+    make_batch, units, stub: Stubber, answer, assignment_id: str, worker_id: str
+) -> Batch:
+    """A one-unit MTurk gold batch that blocks below 50 %, answered wrongly through MTurk's frame by
+    `worker_id` under `assignment_id` (MTurk holding no record of it yet)."""
     batch = _published_on_mturk(
         make_batch,
         stub,
@@ -159,9 +161,16 @@ def test_a_forged_worker_failing_gold_blocks_nobody_until_mturk_confirms(
     )
     task = batch.tasks.get()
     client = Client()
-    token = _token(_frame(client, task, "FAKEASG", "AREALWORKERID"))
-    _no_record(stub, "FAKEASG")
+    token = _token(_frame(client, task, assignment_id, worker_id))
+    _no_record(stub, assignment_id)
     client.post(f"/mturk/task/{task.public_id}/submit/", {**answer(words="dots"), "token": token})
+    return batch
+
+
+def test_a_forged_worker_failing_gold_blocks_nobody_until_mturk_confirms(
+    make_batch, units, stub: Stubber, answer
+) -> None:
+    batch = _gold_answer_failed_in_the_frame(make_batch, units, stub, answer, "FAKEASG", "AREALWORKERID")
     victim = CrowdWorker.objects.get(external_id="AREALWORKERID")
     assert not victim.blocked and (victim.gold_total, victim.gold_correct) == (0, 0)
     forged = Assignment.objects.get()
@@ -176,20 +185,7 @@ def test_a_forged_worker_failing_gold_blocks_nobody_until_mturk_confirms(
 def test_gold_is_scored_and_the_worker_blocked_when_mturk_confirms(
     make_batch, units, stub: Stubber, answer
 ) -> None:
-    batch = _published_on_mturk(
-        make_batch,
-        stub,
-        units=units[:1],
-        block_below_accuracy=0.5,
-        block_min_gold=1,
-        auto_reject_failed_gold=True,
-        gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))},
-    )
-    task = batch.tasks.get()
-    client = Client()
-    token = _token(_frame(client, task, "ASG1", "WKR1"))
-    _no_record(stub, "ASG1")
-    client.post(f"/mturk/task/{task.public_id}/submit/", {**answer(words="dots"), "token": token})
+    batch = _gold_answer_failed_in_the_frame(make_batch, units, stub, answer, "ASG1", "WKR1")
     stub.add_response(
         "list_assignments_for_hit",
         {"Assignments": [_record("ASG1", "WKR1")]},
