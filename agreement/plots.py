@@ -5,7 +5,8 @@ starts at `<svg` (no XML prolog, so it can be inlined), carries role="img" and a
 screen readers, keeps its text as text, and is byte-for-byte reproducible. Every text is drawn
 literally: layer names and labels come from users and models, and a `$` in one must neither switch on
 mathtext (which raises on input such as "$^_$") nor change what is shown. Every function renders
-something sensible for empty input: a plot that says there is nothing yet.
+something sensible for empty input: a plot that says there is nothing yet. Each takes `counts`, a line
+under the title that says how many units and answers the plot rests on (`summary_plots` always gives it).
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ def _legend(axes: Axes, handles: Sequence[Artist | tuple[Artist, ...]], labels: 
     axes.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
 
 
+def _titled(title: str, counts: str) -> str:
+    return f"{title}\n{counts}" if counts else title
+
+
 def _empty_note(axes: Axes, text: str) -> None:
     axes.text(0.5, 0.5, text, ha="center", va="center", transform=axes.transAxes, color="#555555")
     axes.set_xticks([])
@@ -105,27 +110,28 @@ def confusion_heatmap_svg(
     title: str = "Human consensus versus Network Dissection category",
     xlabel: str = "Network Dissection (mapped to the six categories)",
     ylabel: str = "Human consensus",
+    counts: str = "",
 ) -> str:
     """Counts of units per (human, dissection) category pair; rows human, columns dissection."""
-    counts = np.asarray(matrix, dtype=float)
-    if counts.size == 0:
-        counts = np.zeros((len(labels), len(labels)))
-    if counts.shape != (len(labels), len(labels)):
-        raise ValueError(f"confusion matrix has shape {counts.shape}; expected {len(labels)} × {len(labels)}")
+    cells = np.asarray(matrix, dtype=float)
+    if cells.size == 0:
+        cells = np.zeros((len(labels), len(labels)))
+    if cells.shape != (len(labels), len(labels)):
+        raise ValueError(f"confusion matrix has shape {cells.shape}; expected {len(labels)} × {len(labels)}")
     names = [LABELS.get(code, code) for code in labels]
     figure = _new_figure(6.4, 5.2)
     axes = figure.add_subplot()
-    image = axes.imshow(counts, cmap="Blues", vmin=0, vmax=max(1.0, counts.max()))
+    image = axes.imshow(cells, cmap="Blues", vmin=0, vmax=max(1.0, cells.max()))
     axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axes.set_yticks(range(len(names)), names)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
-    figure.suptitle(title)
+    figure.suptitle(_titled(title, counts))
     figure.colorbar(image, ax=axes, label="Units")
-    total = int(counts.sum())
+    total = int(cells.sum())
     if total:
-        threshold = counts.max() / 2
-        for (row, column), value in np.ndenumerate(counts):
+        threshold = cells.max() / 2
+        for (row, column), value in np.ndenumerate(cells):
             axes.text(
                 column,
                 row,
@@ -145,13 +151,13 @@ def confusion_heatmap_svg(
             transform=axes.transAxes,
             color="#555555",
         )
-    on_diagonal = int(np.trace(counts))
+    on_diagonal = int(np.trace(cells))
     description = (
         f"{total} units; {on_diagonal} with the same category on both sides."
         if total
         else "No unit has both a human and a dissection category yet."
     )
-    return _to_svg(figure, title=title, description=description)
+    return _to_svg(figure, title=_titled(title, counts), description=description)
 
 
 @_literal_text
@@ -162,21 +168,30 @@ def agreement_bars_svg(
     title: str = "Agreement per layer",
     ylabel: str = "Agreement",
     confidence: float = 0.95,
+    counts: str = "",
+    layer_counts: Sequence[str] | None = None,
 ) -> str:
     """Grouped bars, one group per layer and one bar per series, with the interval drawn from low to high.
 
     Undefined values leave a gap marked "n/a"; intervals are drawn as given (a percentile bootstrap
-    interval need not be centred on the estimate).
+    interval need not be centred on the estimate). `layer_counts` (one per layer) goes under each layer's
+    name, e.g. how many units and answers its bars rest on.
     """
     for name, values in series.items():
         if len(values) != len(layers):
             raise ValueError(f"series {name!r} has {len(values)} values for {len(layers)} layers")
+    if layer_counts is not None and len(layer_counts) != len(layers):
+        raise ValueError(f"{len(layer_counts)} layer counts for {len(layers)} layers")
+    title = _titled(title, counts)
     figure = _new_figure(max(6.4, 1.2 * len(layers) + 3), 4.2)
     axes = figure.add_subplot()
     axes.set_title(title)
     if not layers or not series:
         _empty_note(axes, "No layers with answers yet")
         return _to_svg(figure, title=title, description="No layers with answers yet.")
+    if all(not value or value[0] is None for values in series.values() for value in values):
+        _empty_note(axes, "No value is defined yet\n(the cards above say why)")
+        return _to_svg(figure, title=title, description="No value is defined yet.")
     width = 0.8 / len(series)
     positions = np.arange(len(layers), dtype=float)
     handles: list[Artist | tuple[Artist, ...]] = []
@@ -203,7 +218,12 @@ def agreement_bars_svg(
     )
     axes.set_ylim(lowest - 0.05, 1.05)
     axes.axhline(0, color="#888888", linewidth=0.8)
-    axes.set_xticks(positions, list(layers))
+    ticks = (
+        [f"{layer}\n{note}" for layer, note in zip(layers, layer_counts, strict=True)]
+        if layer_counts is not None
+        else list(layers)
+    )
+    axes.set_xticks(positions, ticks, fontsize=8 if layer_counts is not None else None)
     axes.set_xlabel("Layer")
     axes.set_ylabel(f"{ylabel} (bars: {round(confidence * 100)} % interval)")
     _legend(axes, handles, list(series))
@@ -213,6 +233,8 @@ def agreement_bars_svg(
         for layer, value in zip(layers, values, strict=True):
             parts.append(f"{layer} {value[0]:.2f}" if value and value[0] is not None else f"{layer} n/a")
         lines.append(f"{name}: " + ", ".join(parts))
+    if layer_counts is not None:
+        lines.append(", ".join(f"{layer}: {note}" for layer, note in zip(layers, layer_counts, strict=True)))
     return _to_svg(figure, title=title, description="; ".join(lines) + ".")
 
 
@@ -224,8 +246,10 @@ def iou_agreement_scatter_svg(
     title: str = "Dissection IoU against worker agreement",
     xlabel: str = "IoU of the dissection label",
     ylabel: str = "Word agreement among workers",
+    counts: str = "",
 ) -> str:
     """One dot per unit (layer, IoU, agreement), coloured by layer, with the interpretability threshold."""
+    title = _titled(title, counts)
     figure = _new_figure(6.4, 4.6)
     axes = figure.add_subplot()
     axes.set_title(title)
@@ -247,38 +271,67 @@ def iou_agreement_scatter_svg(
     return _to_svg(figure, title=title, description=description)
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _rests_on(entry: Mapping[str, Any], answers: str = "answer") -> str:
+    return f"{_count(entry['units'], 'unit')} · {_count(entry['answers'], answers)}"
+
+
 def summary_plots(summary: Mapping[str, Any]) -> dict[str, str]:
     """The dashboard's plots from a `summary.summarize` result: confusion, agreement and scatter, and
-    verification (share of human and dissection labels judged correct per layer) when it has one."""
-    layer_names = list(summary.get("layers", {}))
+    verification (share of human and dissection labels judged correct per layer) when it has one. Each
+    says how many units and answers it rests on: the counted units only (those with the minimum of
+    answers), and for the scatter and the confusion the units that have both values."""
+    layers = summary.get("layers", {})
+    layer_names = list(layers)
     series = {
         label: [
-            (scope.get(name), *(scope.get("ci", {}).get(name) or (None, None)))
-            for scope in summary.get("layers", {}).values()
+            (scope.get(name), *(scope.get("ci", {}).get(name) or (None, None))) for scope in layers.values()
         ]
         for name, label in AGREEMENT_SERIES.items()
     }
     settings = summary.get("settings", {})
-    points = [
-        (row["layer"], row["iou"], row["word_agreement"])
+    minimum = settings.get("min_answers", 1)
+    rows = [
+        row
         for row in summary.get("tables", {}).get("units", [])
         if row.get("iou") is not None and row.get("word_agreement") is not None
     ]
+    points = [(row["layer"], row["iou"], row["word_agreement"]) for row in rows]
     matrix = summary.get("confusion_matrix", {}).get("matrix", [])
     confidence = settings.get("confidence", 0.95)
+    support = summary.get("support", {})
+    counted = {"units": summary.get("units_counted", 0), "answers": summary.get("answers_counted", 0)}
     plots = {
-        "confusion": confusion_heatmap_svg(matrix),
-        "agreement": agreement_bars_svg(layer_names, series, confidence=confidence),
+        "confusion": confusion_heatmap_svg(
+            matrix, counts=_rests_on(support.get("category_agreement", {"units": 0, "answers": 0}))
+        ),
+        "agreement": agreement_bars_svg(
+            layer_names,
+            series,
+            confidence=confidence,
+            counts=f"{_rests_on(counted)} on units with at least {_count(minimum, 'answer')}",
+            layer_counts=[
+                _rests_on(
+                    {"units": scope.get("units_counted", 0), "answers": scope.get("answers_counted", 0)}
+                )
+                for scope in layers.values()
+            ],
+        ),
         "scatter": iou_agreement_scatter_svg(
-            points, threshold=settings.get("iou_threshold", DEFAULT_IOU_THRESHOLD)
+            points,
+            threshold=settings.get("iou_threshold", DEFAULT_IOU_THRESHOLD),
+            counts=_rests_on({"units": len(rows), "answers": sum(row.get("answers", 0) for row in rows)}),
         ),
     }
     if "verification" in summary:
-        verified = [name for name, scope in summary["layers"].items() if "verification" in scope]
+        verified = [name for name, scope in layers.items() if "verification" in scope]
         judged = {
             label: [
                 (entry["share"], *(entry["ci"] or (None, None)))
-                for entry in (summary["layers"][name]["verification"][source] for name in verified)
+                for entry in (layers[name]["verification"][source] for name in verified)
             ]
             for source, label in VERIFICATION_SERIES.items()
         }
@@ -288,5 +341,16 @@ def summary_plots(summary: Mapping[str, Any]) -> dict[str, str]:
             title="Labels judged correct in blind verification",
             ylabel="Share of units",
             confidence=confidence,
+            counts=" and ".join(
+                f"{source} labels: {_rests_on(summary['verification'][source], 'judgement')}"
+                for source in VERIFICATION_SERIES
+            ),
+            layer_counts=[
+                " / ".join(
+                    _count(layers[name]["verification"][source]["units"], "unit")
+                    for source in VERIFICATION_SERIES
+                )
+                for name in verified
+            ],
         )
     return plots

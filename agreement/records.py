@@ -10,6 +10,9 @@ from typing import Literal
 
 ALL_LAYERS = "(all)"
 """The `layer` value of table rows that cover every layer (no PyTorch module name has parentheses)."""
+DEFAULT_MIN_ANSWERS = 2
+"""Answers a unit needs before its answers enter any statistic: one answer shows no agreement, and a
+consensus of one is that worker's opinion."""
 
 Source = Literal["human", "dissection"]
 SOURCES: tuple[Source, ...] = ("human", "dissection")

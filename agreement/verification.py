@@ -16,7 +16,7 @@ from agreement.statistics import wilson_interval
 def verification_report(answers: Sequence[VerificationAnswer], *, confidence: float = 0.95) -> dict[str, Any]:
     """Per layer (and `ALL_LAYERS`), the share of units whose human and whose dissection label were
     judged correct — by a strict majority of yes answers on the unit (a tie is not correct) — with
-    Wilson intervals. Returns {layer: {source: {units, correct, share, ci, reason}}}.
+    Wilson intervals. Returns {layer: {source: {units, answers, correct, share, ci, reason}}}.
     """
     votes: dict[tuple[str, str, str], list[bool]] = defaultdict(list)
     layer_of: dict[str, str] = {}
@@ -36,13 +36,15 @@ def verification_report(answers: Sequence[VerificationAnswer], *, confidence: fl
     for layer in [*layers, ALL_LAYERS]:
         report[layer] = {}
         for source in SOURCES:
-            judged = [
-                2 * sum(yes) > len(yes)
+            ballots = [
+                yes
                 for (unit_layer, _, unit_source), yes in votes.items()
                 if unit_source == source and (layer == ALL_LAYERS or unit_layer == layer)
             ]
+            judged = [2 * sum(yes) > len(yes) for yes in ballots]
             entry: dict[str, Any] = {
                 "units": len(judged),
+                "answers": sum(len(yes) for yes in ballots),
                 "correct": sum(judged),
                 "share": None,
                 "ci": None,

@@ -18,8 +18,14 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files import File
 
-from annotate.models import Annotation, Batch
+from annotate.models import Annotation, Batch, CrowdWorker, Qualification
 from annotate.services import GoldAnswer, batch_create, batch_publish
+from annotate.services.comparison import comparison_refresh
+from annotate.services.qualifications import (
+    batch_qualifications_set,
+    qualification_answer_submit,
+    qualification_create,
+)
 from annotate.services.verification import verification_batch_create
 from annotate.simulation import crowd_simulate
 from runs.follow import follow_run
@@ -50,7 +56,7 @@ TOY_EPOCHS = 40
 RUN_LAYERS = ("conv3", "conv4")
 RUN_TOPK = 12
 RUN_SHARD_SIZE = 40
-BATCH_UNITS = 8
+BATCH_UNITS = 12
 # Broden-style categories of the synthetic probe set -> the six human categories of the worker form.
 HUMAN_CATEGORY = {
     "color": "color",
@@ -67,8 +73,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DEMO_CACHE_DIR") or Path(settings.BASE_DIR) / "var" / "demo")
 
 
-def probe_set_folder(cache: Path) -> Path:
-    """The synthetic probe set under `cache`, built (atomically) on first use."""
+def probe_set_folder(cache: Path, *, progress: TextIO | None = None) -> Path:
+    """The synthetic probe set under `cache`, built (atomically) on first use, saying so on `progress`."""
     import shutil
     import tempfile
 
@@ -79,6 +85,10 @@ def probe_set_folder(cache: Path) -> Path:
         return folder
     cache.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".probe-set-", dir=cache))
+    if progress is not None:
+        progress.write(
+            f"Building the synthetic probe set ({PROBE_IMAGES} images of {PROBE_SIZE} px) in {folder}\n"
+        )
     try:
         make_probe_set(partial, images=PROBE_IMAGES, size=PROBE_SIZE, seed=0)
         shutil.rmtree(folder, ignore_errors=True)
@@ -106,8 +116,11 @@ DEMO_PROBE_SET = "synthetic (demo)"
 DEMO_RUN = "demo: toy network on the synthetic probe set"
 DEMO_BATCH = "Label the units of the demo run"
 DEMO_VERIFICATION = "Verify the labels of the demo run"
-# The simulated crowd answers this many of the demo batch's 8 x 3 slots, leaving some for a person to try.
-DEMO_SIMULATED_ANSWERS = 16
+DEMO_QUALIFICATION = "Demo screening: the gold units"
+# The simulated crowd answers this many of the demo batch's 12 x 3 slots, leaving some for a person to try:
+# tasks fill in order, so nine units get their three answers, one unit gets one (below the comparison's
+# minimum of two: it is shown apart) and two get none.
+DEMO_SIMULATED_ANSWERS = 28
 
 
 class DemoError(RuntimeError):
@@ -124,7 +137,7 @@ class DemoContent:
 
 def _registered(project: Project, progress: TextIO | None) -> tuple[Network, ProbeSet]:
     cache = cache_dir()
-    folder = probe_set_folder(cache)
+    folder = probe_set_folder(cache, progress=progress)
     probe_set = ProbeSet.objects.filter(name=DEMO_PROBE_SET).first() or probe_set_register(
         project=project, name=DEMO_PROBE_SET, path=str(folder), inspect_now=True
     )
@@ -186,9 +199,38 @@ def demo_gold(units: list[Unit]) -> dict[int, GoldAnswer]:
     return gold
 
 
+def demo_batch_units(run: DissectionRun) -> tuple[list[Unit], dict[int, GoldAnswer]]:
+    """The demo batch's units: both layers taking turns, each turn the layer's strongest unit of a concept
+    category not in the batch yet, else of a label not in it yet, else its strongest, so that every plot of
+    the comparison has layers, categories and concepts to compare; the two gold units sit at positions 1
+    and 4."""
+    candidates = list(run.units.filter(layer__in=RUN_LAYERS))
+    gold = demo_gold(candidates)
+    ranked = sorted(candidates, key=lambda u: (-(u.iou or 0.0), u.layer, u.channel))
+    remaining = {layer: [u for u in ranked if u.layer == layer and u.pk not in gold] for layer in RUN_LAYERS}
+    golden = [u for u in ranked if u.pk in gold]
+    categories = {u.concept_category for u in golden}
+    labels = {u.label for u in golden}
+    chosen: list[Unit] = []
+    while len(chosen) < BATCH_UNITS - len(gold) and any(remaining.values()):
+        for units in remaining.values():
+            if not units or len(chosen) == BATCH_UNITS - len(gold):
+                continue
+            pick = next((u for u in units if u.concept_category not in categories), None) or next(
+                (u for u in units if u.label not in labels), units[0]
+            )
+            units.remove(pick)
+            chosen.append(pick)
+            categories.add(pick.concept_category)
+            labels.add(pick.label)
+    for position, unit in zip((1, 4), golden, strict=False):  # gold units sit among the others
+        chosen.insert(position, unit)
+    return chosen, gold
+
+
 def demo_content_build(*, password: str, progress: TextIO | None = None) -> DemoContent:
     """Idempotently: the demo requester, the demo run (dissected if missing) and a published local batch of
-    its most interpretable conv4 units with two gold units."""
+    units of both layers with two gold units."""
     user, _ = get_user_model().objects.get_or_create(
         username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True}
     )
@@ -203,14 +245,7 @@ def demo_content_build(*, password: str, progress: TextIO | None = None) -> Demo
         .first()
     )
     if batch is None:
-        candidates = list(run.units.filter(layer=RUN_LAYERS[-1]))
-        gold = demo_gold(candidates)
-        others = [
-            u for u in sorted(candidates, key=lambda u: (-(u.iou or 0.0), u.channel)) if u.pk not in gold
-        ]
-        chosen = others[: BATCH_UNITS - len(gold)]
-        for position, pk in zip((1, 4), gold, strict=False):  # gold units sit among the others
-            chosen.insert(position, next(u for u in candidates if u.pk == pk))
+        chosen, gold = demo_batch_units(run)
         batch = batch_create(
             title=DEMO_BATCH,
             units=chosen,
@@ -224,16 +259,49 @@ def demo_content_build(*, password: str, progress: TextIO | None = None) -> Demo
     if batch.state in (Batch.State.DRAFT, Batch.State.PAUSED):
         batch_publish(batch=batch)
     demo_crowd_answer(batch=batch, user=user)
+    demo_qualification(batch=batch, user=user)
     return DemoContent(username=DEMO_USERNAME, password=password, batch=batch, run=run)
+
+
+def demo_qualification(*, batch: Batch, user: object) -> None:
+    """Once: a qualification of the batch's gold units, required by the batch (after the simulated crowd,
+    so new visitors take the test first), and two simulated workers' results, one passed and one failed."""
+    if batch.qualifications.filter(name=DEMO_QUALIFICATION).exists():
+        return
+    gold_tasks = list(batch.tasks.filter(is_gold=True).order_by("position"))
+    qualification = Qualification.objects.filter(project=batch.project, name=DEMO_QUALIFICATION).first()
+    if qualification is None:
+        qualification = qualification_create(
+            project=batch.project,
+            name=DEMO_QUALIFICATION,
+            gold={t.unit_id: GoldAnswer(t.gold_category, tuple(t.gold_words)) for t in gold_tasks},
+            min_accuracy=1.0,
+            min_items=len(gold_tasks),
+            images_per_item=batch.images_per_task,
+            actor=user,
+        )
+    batch_qualifications_set(batch=batch, qualifications=[qualification], actor=user)
+    workers = CrowdWorker.objects.filter(assignments__task__batch=batch).distinct().order_by("pk")[:2]
+    for passes, worker in zip((True, False), workers, strict=False):
+        for item in qualification.items.order_by("position"):
+            category = item.gold_category if passes else "scene" if item.gold_category != "scene" else "color"
+            qualification_answer_submit(
+                qualification=qualification,
+                worker=worker,
+                item=item,
+                words=" ".join(item.gold_words[0].split()[:2]),
+                category=category,
+            )
 
 
 def demo_crowd_answer(*, batch: Batch, user: object) -> None:
     """Once: a simulated crowd (one spammer among eight) answers part of the demo batch through the worker
     pages, and a blind verification batch of its labels is published and answered, so the comparison
-    dashboard has every table and plot to show."""
+    dashboard has every table and plot to show; its figures are computed now, so the first view is quick."""
     if Annotation.objects.filter(assignment__task__batch=batch).exists():
         return
     crowd_simulate(batch=batch, workers=8, spammers=1, accuracy=0.8, limit=DEMO_SIMULATED_ANSWERS, seed=0)
     verification = verification_batch_create(batch=batch, title=DEMO_VERIFICATION, created_by=user)
     batch_publish(batch=verification)
     crowd_simulate(batch=verification, workers=5, spammers=0, accuracy=0.85, seed=1)
+    comparison_refresh(batch=batch, aggregation="dawid_skene")

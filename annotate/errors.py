@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AnnotateError(Exception):
     """Base: a clear message for a person, and the 4xx status a view answers with."""
@@ -55,3 +57,20 @@ class ImportUnitsError(AnnotateError):
     """A unit folder or file that cannot be imported; the message names it."""
 
     status = 400
+
+
+class DuplicateVerification(AnnotateError):
+    """A batch already has a verification batch that is not cancelled; `existing` is that batch (typed Any:
+    this module imports no model)."""
+
+    status = 409
+
+    def __init__(self, message: str, *, existing: Any) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+class QualificationRequired(AnnotateError):
+    """A worker reaching a batch whose qualification test they have not passed (or have failed)."""
+
+    status = 403

@@ -12,9 +12,10 @@ from django import forms
 from django.core.validators import RegexValidator
 
 from agreement import categories
+from agreement.records import DEFAULT_MIN_ANSWERS
 from annotate import selectors
 from annotate.errors import InvalidAnswer
-from annotate.models import Assignment, Batch, Provider
+from annotate.models import Assignment, Batch, CrowdWorker, Provider, Qualification
 from annotate.services import WORDS_MAX, GoldAnswer, answer_words_clean
 from runs.models import DissectionRun, Unit
 
@@ -118,22 +119,24 @@ class WorkerStartForm(forms.Form):
     )
 
 
-def _parse_indices(text: str) -> list[int]:
-    """'0, 3, 7-9' -> [0, 3, 7, 8, 9]."""
-    indices: list[int] = []
+def _parse_unit_numbers(text: str) -> list[int]:
+    """'1, 4, 8-10' -> [1, 4, 8, 9, 10]: unit numbers as tally.csv and every page give them (channel + 1)."""
+    numbers: list[int] = []
     for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
         match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
         if not match:
-            raise forms.ValidationError(f"Unit indices: {part!r} is not an index or a range like 7-9.")
+            raise forms.ValidationError(f"Unit numbers: {part!r} is not a unit number or a range like 8-10.")
         start, end = int(match[1]), int(match[2] or match[1])
-        if end < start or end - start > 100_000:
-            raise forms.ValidationError(f"Unit indices: {part!r} is not a valid range.")
-        indices.extend(range(start, end + 1))
-    return indices
+        if start < 1 or end < start or end - start > 100_000:
+            raise forms.ValidationError(
+                f"Unit numbers: {part!r} is not a valid range (units are numbered from 1, as in tally.csv)."
+            )
+        numbers.extend(range(start, end + 1))
+    return numbers
 
 
 def _parse_gold(text: str, run: DissectionRun, layer: str) -> dict[int, GoldAnswer]:
-    """Lines '<unit index>; <category>; <word>, <word>' -> {unit pk: GoldAnswer}."""
+    """Lines '<unit number>; <category>; <word>, <word>' -> {unit pk: GoldAnswer}."""
     gold: dict[int, GoldAnswer] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -141,11 +144,13 @@ def _parse_gold(text: str, run: DissectionRun, layer: str) -> dict[int, GoldAnsw
         parts = [p.strip() for p in line.split(";")]
         if len(parts) != 3:
             raise forms.ValidationError(
-                f"Gold units, line {number}: expected '<unit index>; <category>; <word>, <word>'."
+                f"Gold units, line {number}: expected '<unit number>; <category>; <word>, <word>'."
             )
-        index, category, words = parts
-        if not index.isdigit():
-            raise forms.ValidationError(f"Gold units, line {number}: {index!r} is not a unit index.")
+        unit_number, category, words = parts
+        if not unit_number.isdigit() or int(unit_number) < 1:
+            raise forms.ValidationError(
+                f"Gold units, line {number}: {unit_number!r} is not a unit number (numbered from 1)."
+            )
         if category not in categories.CODES:
             raise forms.ValidationError(
                 f"Gold units, line {number}: category {category!r} is not one of "
@@ -154,11 +159,62 @@ def _parse_gold(text: str, run: DissectionRun, layer: str) -> dict[int, GoldAnsw
         accepted = tuple(w.strip() for w in words.split(",") if w.strip())
         if not accepted:
             raise forms.ValidationError(f"Gold units, line {number}: list at least one accepted word.")
-        unit = Unit.objects.filter(run=run, layer=layer, channel=int(index)).first()
+        unit = Unit.objects.filter(run=run, layer=layer, channel=int(unit_number) - 1).first()
         if unit is None:
-            raise forms.ValidationError(f"Gold units, line {number}: layer {layer!r} has no unit {index}.")
+            raise forms.ValidationError(
+                f"Gold units, line {number}: layer {layer!r} has no unit {unit_number}."
+            )
         gold[unit.pk] = GoldAnswer(category, accepted)
     return gold
+
+
+class QualificationCreateForm(forms.Form):
+    """A qualification from gold units of one run the user may see; it belongs to the run's project."""
+
+    name = forms.CharField(max_length=200)
+    run = forms.ModelChoiceField(queryset=DissectionRun.objects.none())
+    layer = forms.CharField(max_length=200, help_text="Layer name as in the run, e.g. conv4")
+    gold = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        label="Gold units",
+        help_text="One per line: <unit number>; <category>; <accepted word>, <word>. "
+        f"Categories: {', '.join(categories.CODES)}.",
+    )
+    min_accuracy_percent = forms.IntegerField(
+        min_value=0, max_value=100, initial=80, label="Pass with at least (%)"
+    )
+    min_items = forms.IntegerField(
+        min_value=1, max_value=100, initial=3, label="…over at least this many items"
+    )
+    images_per_item = forms.IntegerField(min_value=1, max_value=100, initial=20, label="Images per item")
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        run = cast("forms.ModelChoiceField[DissectionRun]", self.fields["run"])
+        run.queryset = DissectionRun.objects.visible_to(user).order_by("-created_at")
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        run, layer = data.get("run"), data.get("layer")
+        if run is not None and layer and "gold" in data:
+            try:
+                self.gold_answers = _parse_gold(data["gold"], run, layer)
+            except forms.ValidationError as exc:
+                self.add_error("gold", exc)
+        return data
+
+    def qualification_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for services.qualifications.qualification_create."""
+        d = self.cleaned_data
+        return {
+            "project": d["run"].project,
+            "name": d["name"],
+            "gold": self.gold_answers,
+            "min_accuracy": d["min_accuracy_percent"] / 100,
+            "min_items": d["min_items"],
+            "images_per_item": d["images_per_item"],
+        }
 
 
 class BatchCreateForm(forms.Form):
@@ -173,13 +229,17 @@ class BatchCreateForm(forms.Form):
             ("all", "All units"),
             ("interpretable", "Interpretable units only"),
             ("sample", "A random sample"),
-            ("list", "These unit indices"),
+            ("list", "These units"),
         ],
         initial="all",
         widget=forms.RadioSelect,
     )
     sample_size = forms.IntegerField(min_value=1, required=False, label="Sample size")
-    unit_indices = forms.CharField(required=False, label="Unit indices", help_text="e.g. 0, 3, 7-9")
+    unit_numbers = forms.CharField(
+        required=False,
+        label="Unit numbers",
+        help_text="As in tally.csv and on the run page (channel + 1), e.g. 1, 4, 8-10",
+    )
     provider = forms.ChoiceField(choices=Provider.choices, initial=Provider.LOCAL)
     assignments_per_task = forms.IntegerField(min_value=1, max_value=100, initial=3, label="Workers per unit")
     images_per_task = forms.IntegerField(min_value=1, max_value=100, initial=20, label="Images per task")
@@ -203,7 +263,7 @@ class BatchCreateForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         required=False,
         label="Gold units",
-        help_text="One per line: <unit index>; <category>; <accepted word>, <word>. "
+        help_text="One per line: <unit number>; <category>; <accepted word>, <word>. "
         f"Categories: {', '.join(categories.CODES)}.",
     )
     auto_reject_failed_gold = forms.BooleanField(
@@ -215,11 +275,29 @@ class BatchCreateForm(forms.Form):
     block_min_gold = forms.IntegerField(
         min_value=1, max_value=100, initial=2, label="…after this many gold answers"
     )
+    qualifications = forms.ModelMultipleChoiceField(
+        queryset=Qualification.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Require qualifications",
+        help_text="Workers pass these short gold tests before their first task (local and Prolific batches)",
+    )
+    min_answers = forms.IntegerField(
+        min_value=1,
+        max_value=100,
+        initial=DEFAULT_MIN_ANSWERS,
+        required=False,
+        label="Minimum answers per unit for the comparison",
+        help_text="Units with fewer answers are listed apart and enter no statistic; it can be changed "
+        "later on the comparison page.",
+    )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         run = cast("forms.ModelChoiceField[DissectionRun]", self.fields["run"])
         run.queryset = DissectionRun.objects.visible_to(user).order_by("-created_at")
+        required = cast("forms.ModelMultipleChoiceField[Qualification]", self.fields["qualifications"])
+        required.queryset = Qualification.objects.visible_to(user).order_by("name")
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -227,10 +305,18 @@ class BatchCreateForm(forms.Form):
         run, layer = data.get("run"), data.get("layer")
         if run is None or not layer:
             return data
+        required = list(data.get("qualifications") or [])
+        if any(q.project_id != run.project_id for q in required):
+            self.add_error("qualifications", f"Choose qualifications of the run's project {run.project}.")
+        if required and data.get("provider") == Provider.MTURK:
+            self.add_error(
+                "qualifications",
+                "MTurk batches cannot require a qualification: MTurk workers never see the test.",
+            )
         try:
-            indices = _parse_indices(data.get("unit_indices") or "")
+            numbers = _parse_unit_numbers(data.get("unit_numbers") or "")
         except forms.ValidationError as exc:
-            self.add_error("unit_indices", exc)
+            self.add_error("unit_numbers", exc)
             return data
         try:
             self.units = selectors.units_select(
@@ -238,7 +324,7 @@ class BatchCreateForm(forms.Form):
                 layer=layer,
                 mode=data.get("selection", "all"),
                 sample_size=data.get("sample_size"),
-                indices=indices,
+                numbers=numbers,
             )
         except InvalidAnswer as exc:
             raise forms.ValidationError(str(exc)) from None
@@ -270,15 +356,26 @@ class BatchCreateForm(forms.Form):
             "block_below_accuracy": None if percent is None else percent / 100,
             "block_min_gold": d["block_min_gold"],
             "prolific_completion_code": d["prolific_completion_code"],
+            "min_answers": d.get("min_answers") or DEFAULT_MIN_ANSWERS,
         }
 
 
 class ReviewForm(forms.Form):
-    action = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject"), ("bonus", "Bonus")])
+    """Approve, reject or bonus the ticked answers, or approve every pending answer not ticked ('the
+    rest'). A reject takes effect only with `confirm` set, after the page said what it will do."""
+
+    action = forms.ChoiceField(
+        choices=[
+            ("approve", "Approve"),
+            ("reject", "Reject"),
+            ("bonus", "Bonus"),
+            ("approve_rest", "Approve the rest"),
+        ]
+    )
     assignments = forms.ModelMultipleChoiceField(
         queryset=Assignment.objects.none(),
         to_field_name="public_id",
-        error_messages={"required": "Select at least one assignment."},
+        required=False,
     )
     feedback = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}),
@@ -288,6 +385,7 @@ class ReviewForm(forms.Form):
     bonus_amount = forms.DecimalField(
         min_value=Decimal("0.01"), max_digits=8, decimal_places=2, required=False, label="Bonus (USD)"
     )
+    confirm = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, batch: Batch, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -299,9 +397,12 @@ class ReviewForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
-        if data.get("action") == "reject" and not (data.get("feedback") or "").strip():
+        action = data.get("action")
+        if action in ("approve", "reject", "bonus") and not data.get("assignments"):
+            self.add_error("assignments", "Select at least one assignment.")
+        if action == "reject" and not (data.get("feedback") or "").strip():
             self.add_error("feedback", "Rejecting needs feedback that tells the worker why.")
-        if data.get("action") == "bonus":
+        if action == "bonus":
             if data.get("bonus_amount") is None:
                 self.add_error("bonus_amount", "Enter the bonus amount.")
             if not (data.get("feedback") or "").strip():
@@ -309,7 +410,57 @@ class ReviewForm(forms.Form):
         return data
 
 
+class ReviewFilterForm(forms.Form):
+    """The review page's filters (GET); an invalid value is reported and ignored."""
+
+    status = forms.ChoiceField(
+        choices=[
+            ("", "Any decision"),
+            ("pending", "Pending"),
+            ("approved", "Approved"),
+            ("rejected", "Rejected"),
+        ],
+        required=False,
+        label="Decision",
+    )
+    failed_gold = forms.BooleanField(required=False, label="Failed a check item (gold)")
+    low_precision = forms.BooleanField(
+        required=False, label=f"Low precision (kept under {selectors.LOW_PRECISION:.0%} of the images)"
+    )
+    worker = forms.ModelChoiceField(
+        queryset=CrowdWorker.objects.none(),
+        to_field_name="public_id",
+        required=False,
+        empty_label="Every crowd worker",
+        label="Crowd worker",
+    )
+
+    def __init__(self, *args: Any, batch: Batch, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        worker = cast("forms.ModelChoiceField[CrowdWorker]", self.fields["worker"])
+        worker.queryset = selectors.batch_workers(batch=batch)
+        worker.label_from_instance = selectors.crowd_worker_name  # type: ignore[method-assign,assignment]
+
+    def filters(self) -> selectors.ReviewFilters:
+        """The filters asked for; none when the form is not valid."""
+        if not self.is_valid():
+            return selectors.ReviewFilters()
+        data = self.cleaned_data
+        return selectors.ReviewFilters(
+            status=data["status"],
+            failed_gold=data["failed_gold"],
+            low_precision=data["low_precision"],
+            worker=data["worker"],
+        )
+
+
 class BlockForm(forms.Form):
     reason = forms.CharField(
         max_length=1000, label="Reason for blocking", error_messages={"required": "Blocking needs a reason."}
     )
+
+
+class MinAnswersForm(forms.Form):
+    """The comparison page's setting: how many answers a unit needs to enter the statistics."""
+
+    min_answers = forms.IntegerField(min_value=1, max_value=100, label="Minimum answers per unit")

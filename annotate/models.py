@@ -8,9 +8,11 @@ per assignment.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -18,6 +20,7 @@ from django.db import models
 from django.db.models import Q
 
 from agreement import categories
+from agreement.records import DEFAULT_MIN_ANSWERS
 from runs.access import ProjectScopedQuerySet
 
 CATEGORY_CHOICES = categories.CATEGORIES
@@ -68,6 +71,26 @@ class Batch(models.Model):
         default=2, help_text="Gold answers a worker must have given before the accuracy threshold applies"
     )
     prolific_completion_code = models.CharField(max_length=100, blank=True)
+    min_answers = models.PositiveSmallIntegerField(
+        default=DEFAULT_MIN_ANSWERS,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Answers a unit needs before it enters the comparison's statistics; units with fewer are "
+        "listed apart",
+    )
+    verifies = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="verifications",
+        help_text="The batch whose labels this blind verification batch checks; empty for a labelling batch",
+    )
+    prolific_study_id = models.CharField(
+        max_length=100, blank=True, help_text="The Prolific study made for this batch through the API"
+    )
+    prolific_study_status = models.CharField(
+        max_length=32, blank=True, help_text="The study's status at Prolific when last seen"
+    )
     mturk_hit_type_id = models.CharField(max_length=100, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -233,6 +256,194 @@ class Annotation(models.Model):
     time_spent_ms = models.PositiveIntegerField(default=0)
     verify_answer = models.BooleanField(null=True, blank=True, help_text="Yes/no answer of a verify task")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.words} ({self.category})"
+
+
+class BonusPayment(models.Model):
+    """A bonus for one assignment, written before the provider is asked to pay it.
+
+    Prolific's pay call is not idempotent: the record moves pending → set up (Prolific's bulk bonus id kept)
+    → paying (written, and committed, before the pay call) → paid. A retry finds it paying and never calls
+    pay again; it asks Prolific whether the bonus arrived instead.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Not sent yet"
+        SET_UP = "set_up", "Set up at the provider"
+        PAYING = "paying", "Pay call sent"
+        PAID = "paid", "Paid"
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="bonus_payment")
+    amount = models.DecimalField(
+        max_digits=8, decimal_places=2, validators=[MinValueValidator(Decimal("0.01"))]
+    )
+    reason = models.TextField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    provider_ref = models.CharField(max_length=100, blank=True, help_text="The provider's id for the payment")
+    created_at = models.DateTimeField(auto_now_add=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.amount} for {self.assignment_id} ({self.state})"
+
+
+class OrderedJSONField(models.TextField):
+    """JSON kept as text in its key order: PostgreSQL's jsonb sorts an object's keys, and the order of a
+    summary table's keys is the order of its columns on the page and in the downloads."""
+
+    _pyi_private_set_type: Any  # django-stubs: the value is the decoded JSON, not str
+    _pyi_private_get_type: Any
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+    def to_python(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    def get_prep_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value)
+
+
+class ComparisonSummary(models.Model):
+    """The comparison dashboard's figures (summary and plots) of a batch or a run for one aggregation.
+
+    Computed once per change of their inputs by a worker task (`annotate.tasks.comparison_refresh`) and
+    served from here; `fingerprint` names the inputs they were computed from
+    (`annotate.selectors.comparison.comparison_fingerprint`), so a page can tell that they are stale.
+    `queued_at` is set while a recomputation waits in the queue, so a burst of answers queues it once.
+    """
+
+    batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="comparison_summaries"
+    )
+    run = models.ForeignKey(
+        "runs.DissectionRun", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    aggregation = models.CharField(max_length=16)
+    fingerprint = models.CharField(max_length=64)
+    summary = OrderedJSONField()
+    plots = OrderedJSONField()
+    computed_at = models.DateTimeField()
+    compute_seconds = models.FloatField()
+    queued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(batch__isnull=False, run__isnull=True) | Q(batch__isnull=True, run__isnull=False),
+                name="comparison_summary_of_batch_or_run",
+            ),
+            models.UniqueConstraint(
+                fields=["batch", "aggregation"],
+                condition=Q(batch__isnull=False),
+                name="comparison_summary_one_per_batch",
+            ),
+            models.UniqueConstraint(
+                fields=["run", "aggregation"],
+                condition=Q(run__isnull=False),
+                name="comparison_summary_one_per_run",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"comparison of {self.batch or self.run} ({self.aggregation})"
+
+
+class Qualification(models.Model):
+    """A screening test: gold units a crowd worker answers before any task of the batches that require it.
+
+    A worker passes with at least `min_items` items answered and accuracy at least `min_accuracy`; the
+    result is kept per crowd worker record (stable per provider id: Prolific participant, MTurk worker, or
+    the local worker a browser carries from batch to batch), so the next batch requiring it skips the test.
+    """
+
+    project = models.ForeignKey("runs.Project", on_delete=models.PROTECT, related_name="qualifications")
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    min_accuracy = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    min_items = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)])
+    images_per_item = models.PositiveSmallIntegerField(
+        default=20, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    batches = models.ManyToManyField(Batch, blank=True, related_name="qualifications")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ProjectScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="qualification_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class QualificationItem(models.Model):
+    """One gold unit of a qualification's test, with its accepted answer (never shown to workers)."""
+
+    qualification = models.ForeignKey(Qualification, on_delete=models.CASCADE, related_name="items")
+    unit = models.ForeignKey("runs.Unit", on_delete=models.PROTECT, related_name="+")
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    gold_category = models.CharField(max_length=16, choices=CATEGORY_CHOICES)
+    gold_words = models.JSONField(default=list)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["qualification_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["qualification", "unit"], name="qualification_item_unique_unit")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.qualification} · {self.unit}"
+
+
+class QualificationResult(models.Model):
+    """Where one crowd worker stands on one qualification: pending while they answer, then decided."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PASSED = "passed", "Passed"
+        FAILED = "failed", "Failed"
+
+    qualification = models.ForeignKey(Qualification, on_delete=models.CASCADE, related_name="results")
+    worker = models.ForeignKey(CrowdWorker, on_delete=models.PROTECT, related_name="qualification_results")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    items = models.PositiveSmallIntegerField(default=0, help_text="Items answered when decided")
+    correct = models.PositiveSmallIntegerField(default=0)
+    accuracy = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["qualification_id", "started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["qualification", "worker"], name="qualification_one_result"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.worker} on {self.qualification}: {self.status}"
+
+
+class QualificationAnswer(models.Model):
+    """A worker's answer to one item of a qualification test, scored against its gold answer."""
+
+    result = models.ForeignKey(QualificationResult, on_delete=models.CASCADE, related_name="answers")
+    item = models.ForeignKey(QualificationItem, on_delete=models.CASCADE, related_name="+")
+    words = models.CharField(max_length=40)
+    category = models.CharField(max_length=16, choices=CATEGORY_CHOICES)
+    correct = models.BooleanField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["result", "item"], name="qualification_one_answer_per_item")
+        ]
 
     def __str__(self) -> str:
         return f"{self.words} ({self.category})"

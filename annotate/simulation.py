@@ -161,7 +161,7 @@ def _true_unit(task: Task, images: int) -> simulation.TrueUnit:
     if label is None or category is None:
         raise SimulationError(
             note
-            or f"unit {unit.layer}#{unit.channel}: no gold answer and no dissection label, "
+            or f"{unit.layer} unit {unit.number}: no gold answer and no dissection label, "
             "so the simulated crowd does not know its concept"
         )
     word = dissection_word(label)
@@ -183,7 +183,7 @@ def _plan(batch: Batch, workers: Sequence[simulation.SimulatedWorker], seed: int
     for task in tasks:
         ranks = selectors.task_image_ranks(task=task)
         if not ranks:
-            raise SimulationError(f"unit {task.unit.layer}#{task.unit.channel}: no images to show")
+            raise SimulationError(f"{task.unit.layer} unit {task.unit.number}: no images to show")
         truth = _true_unit(task, len(ranks))
         truths.setdefault(truth.unit_key, truth)
         ranks_of[str(task.public_id)] = ranks

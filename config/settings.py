@@ -77,6 +77,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "axes",
+    # The REST API (/api/); listed so its docs page serves Swagger UI from our static files, not a CDN.
+    "ninja",
     "runs",
     "annotate",
 ]
@@ -119,7 +121,10 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Several processes (gunicorn's workers, `make serve`) write to one file: a transaction takes the write
+    # lock when it begins (IMMEDIATE), so a writer waits up to `timeout` seconds for another instead of
+    # failing with "database is locked" when its read would have to become a write.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -257,6 +262,21 @@ PROBE_SET_MAX_BYTES = envint("PROBE_SET_MAX_BYTES", 200 * 2**30)
 MTURK_SANDBOX = envbool("MTURK_SANDBOX", True)
 MTURK_REGION = env("MTURK_REGION", "us-east-1")
 PROLIFIC_COMPLETION_URL = env("PROLIFIC_COMPLETION_URL", "https://app.prolific.com/submissions/complete")
+# Prolific's API (README, "Prolific"): without a token a Prolific batch is a study URL and a completion code,
+# and decisions are recorded here only. Calls time out after PROLIFIC_TIMEOUT_S seconds; rate limits (429),
+# server errors and timeouts are tried PROLIFIC_ATTEMPTS times in all, with exponential backoff, except where
+# a repeat could act twice (creating a study, paying a bonus).
+PROLIFIC_API_TOKEN = env("PROLIFIC_API_TOKEN")
+PROLIFIC_API_URL = env("PROLIFIC_API_URL", "https://api.prolific.com/api/v1/")
+PROLIFIC_TIMEOUT_S = envint("PROLIFIC_TIMEOUT_S", 20)
+PROLIFIC_ATTEMPTS = envint("PROLIFIC_ATTEMPTS", 4)
+PROLIFIC_BACKOFF_S = envint("PROLIFIC_BACKOFF_S", 1)
+# The participant group blocked participants are added to (Prolific's "block" is a blocklist group).
+PROLIFIC_BLOCKLIST_GROUP_ID = env("PROLIFIC_BLOCKLIST_GROUP_ID")
+# The workspace secret that signs webhook calls (POST /api/v1/hooks/secrets/); empty = webhooks refused.
+PROLIFIC_WEBHOOK_SECRET = env("PROLIFIC_WEBHOOK_SECRET")
+# The study's estimated completion time is this many minutes per task of the batch (at least 1 in all).
+PROLIFIC_MINUTES_PER_TASK = envint("PROLIFIC_MINUTES_PER_TASK", 1)
 # Crowd-side throttles per client IP, as django-ratelimit rates ("30/m": 30 a minute): new crowd workers (the
 # local link's start, Prolific arrivals) and slots taken (accepting a task, MTurk task pages that open one).
 RATELIMIT_WORKER_CREATE = envrate("RATELIMIT_WORKER_CREATE", "30/m")

@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dissection.cam import cli as cam_cli
     from dissection.convert import cli as convert_cli
     from dissection.featviz import cli as featviz_cli
+    from dissection.gan import cli as gan_cli
 
     parser = argparse.ArgumentParser(
         prog="python -m dissection",
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     cam_cli.register(sub)
     featviz_cli.register(sub)
     convert_cli.register(sub)
+    gan_cli.register(sub)
     _register_compare(sub)
     return parser
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add synth, train-toy, run and report; each sets `handler` to a function(args) -> exit code."""
+    """Add synth, train-toy, run, tiles and report; each sets `handler` to a function(args) -> exit code."""
     synth = sub.add_parser("synth", help="write a deterministic synthetic probe set in the Broden format")
     synth.add_argument("out", type=Path, help="folder to create")
     synth.add_argument("--images", type=int, default=200)
@@ -112,6 +114,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.set_defaults(handler=_run)
 
+    tiles = sub.add_parser(
+        "tiles", help="make the full-size tiles of units of a dissected layer (the report shows thumbnails)"
+    )
+    tiles.add_argument("layer_dir", type=Path, help="OUT/<layer> of a run")
+    which = tiles.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--unit", type=int, action="append", help="unit number as in report.html and tally.csv (repeat)"
+    )
+    which.add_argument("--all", action="store_true", help="every unit of the layer")
+    tiles.set_defaults(handler=_tiles)
+
     report = sub.add_parser("report", help="rebuild OUT/<layer>/report.html from its result.json")
     report.add_argument("layer_dir", type=Path)
     report.set_defaults(handler=_report)
@@ -147,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     from dissection.errors import ModelError
     from dissection.networks import load_model
     from dissection.pipeline import dissect
+    from dissection.results import summary_line
 
     if args.weights and not args.model:
         raise ModelError("--weights needs --model ARCH")
@@ -155,12 +169,18 @@ def _run(args: argparse.Namespace) -> int:
         model = load_model(
             args.model, weights=args.weights, torchscript=args.torchscript, trust_pickle=args.trust_pickle
         )
-    with tqdm(desc="dissect", unit="step") as bar:
+    bars: dict[str, tqdm[Any]] = {}
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    def progress(phase: str, done: int, total: int) -> None:
+        """One bar per phase, its total fixed when the phase starts; the one before is closed."""
+        if phase not in bars:
+            for bar in bars.values():
+                bar.close()
+            unit = "‰" if phase.startswith("report") else "image"
+            bars[phase] = tqdm(desc=phase, total=total, unit=unit)
+        bars[phase].update(done - bars[phase].n)
 
+    try:
         written = dissect(
             args.probe_set,
             args.out,
@@ -178,18 +198,24 @@ def _run(args: argparse.Namespace) -> int:
             progress=progress,
             tokens=args.tokens,
         )
+    finally:
+        for bar in bars.values():
+            bar.close()
     for layer, folder in written.items():
-        document = json.loads((folder / "result.json").read_text())
-        summary = document["summary"]
-        top = ", ".join(f"{label} {count}" for label, count in list(summary["per_concept"].items())[:8])
-        print(
-            f"{layer}: {summary['interpretable']}/{document['num_units']} units covering "
-            f"{summary['unique_concepts']} concepts with IoU > {document['iou_threshold']:g}"
-            + (f" ({top})" if top else "")
-        )
+        print(f"{layer}: {summary_line(folder)}")
         if (folder / "tokens.json").is_file():
             print(f"  tokens: {json.loads((folder / 'tokens.json').read_text())['description']}")
         print(f"  report: {folder / 'report.html'}")
+        print(f"  full-size tiles of a unit: python -m dissection tiles {folder} --unit N")
+    return 0
+
+
+def _tiles(args: argparse.Namespace) -> int:
+    from dissection.render import write_unit_tiles
+
+    paths = write_unit_tiles(args.layer_dir, None if args.all else args.unit)
+    for folder in sorted({path.parent for path in paths}):
+        print(f"unit {int(folder.name.removeprefix('unit_'))}: {folder}")
     return 0
 
 

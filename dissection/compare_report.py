@@ -12,7 +12,7 @@ import html
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from dissection.errors import DissectionError
 from dissection.render import CATEGORY_COLORS
 
 CHANGED_SHOWN = 24
+# (run name, layer, channel) -> the address of that unit's page, or "" when it has none.
+UnitUrl = Callable[[str, str, int], str]
 _RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #1f2328; }
@@ -132,7 +134,12 @@ def _strip(run: LoadedRun, layer: str, channel: int) -> str:
     return ""
 
 
-def _transition_html(item: dict[str, Any], runs: dict[str, LoadedRun]) -> str:
+def _unit_link(unit_url: UnitUrl | None, run: str, layer: str, channel: int) -> str:
+    url = unit_url(run, layer, channel) if unit_url else ""
+    return f' <a href="{_e(url)}">unit {channel + 1} in {_e(run)}</a>' if url else ""
+
+
+def _transition_html(item: dict[str, Any], runs: dict[str, LoadedRun], unit_url: UnitUrl | None) -> str:
     before, after, layer = item["before"], item["after"], item["layer"]
     counts = "".join(f'<td class="num">{item["counts"][status]}</td>' for status in STATUSES)
     head = "".join(f'<th scope="col">{status}</th>' for status in STATUSES)
@@ -152,6 +159,7 @@ def _transition_html(item: dict[str, Any], runs: dict[str, LoadedRun]) -> str:
             f'<td class="pair">{_e(side["label"])} <span class="muted">{side["category"]}, IoU '
             f"{side['iou']:.3f}</span>"
             + (f'<img src="{src}" alt="Top images of unit {row["unit"]} in {_e(name)}">' if src else "")
+            + _unit_link(unit_url, name, layer, channel)
             + "</td>"
             for side, src, name in zip((row["before"], row["after"]), images, (before, after), strict=True)
         )
@@ -176,6 +184,17 @@ def _transition_html(item: dict[str, Any], runs: dict[str, LoadedRun]) -> str:
 
 def compare_html(document: dict[str, Any], runs: Sequence[LoadedRun]) -> str:
     """The page for a compare.json document (see the module docstring)."""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Comparison of dissections</title>'
+        f"<style>{_CSS}</style></head><body>{compare_body(document, runs)}</body></html>"
+    )
+
+
+def compare_body(
+    document: dict[str, Any], runs: Sequence[LoadedRun], *, unit_url: UnitUrl | None = None
+) -> str:
+    """The figures and tables of the page, for embedding (the service's comparison page); with `unit_url`,
+    each changed unit links to its page in both runs."""
     by_name = {run.spec.name: run for run in runs}
     names = [run["name"] for run in document["runs"]]
     run_rows = "".join(
@@ -228,11 +247,8 @@ def compare_html(document: dict[str, Any], runs: Sequence[LoadedRun]) -> str:
             )
     if document["transitions"]:
         body.append("<h2>Unit by unit</h2>")
-        body.extend(_transition_html(item, by_name) for item in document["transitions"])
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Comparison of dissections</title>'
-        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
-    )
+        body.extend(_transition_html(item, by_name, unit_url) for item in document["transitions"])
+    return "".join(body)
 
 
 def write_comparison(runs: Sequence[LoadedRun], out: Path, *, iou_threshold: float | None = None) -> Path:

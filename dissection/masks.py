@@ -24,6 +24,7 @@ class BilinearAxis:
     cells: torch.Tensor  # pieces x L int64
     weights: torch.Tensor  # pieces x L x 2 float64
     pieces: torch.Tensor  # size_in x K int64
+    single: bool  # every cell is exactly one piece (known on the host: no device sync per batch)
 
 
 def bilinear_axis(size_in: int, size_out: int, device: torch.device | str) -> BilinearAxis:
@@ -52,6 +53,7 @@ def bilinear_axis(size_in: int, size_out: int, device: torch.device | str) -> Bi
         torch.from_numpy(cells).to(device),
         torch.from_numpy(weights).to(device),
         torch.from_numpy(pieces).to(device),
+        bool(pieces.shape[1] == 1 and (pieces >= 0).all()),
     )
 
 
@@ -70,8 +72,7 @@ def mask_pixels(
     cell_hot = hot[:, :-1, :-1] | hot[:, 1:, :-1] | hot[:, :-1, 1:] | hot[:, 1:, 1:]
     cell_p, cell_r, cell_c = torch.nonzero(cell_hot, as_tuple=True)
     piece_r, piece_c = ay.pieces[cell_r], ax.pieces[cell_c]
-    one_piece = piece_r.shape[1] == 1 and piece_c.shape[1] == 1
-    if one_piece and bool((piece_r >= 0).all()) and bool((piece_c >= 0).all()):
+    if ay.single and ax.single:
         piece_r, piece_c = piece_r[:, 0], piece_c[:, 0]
     else:
         both = (piece_r >= 0)[:, :, None] & (piece_c >= 0)[:, None, :]

@@ -36,7 +36,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torch import nn
@@ -56,6 +56,9 @@ from dissection.sources import (
 )
 from dissection.tally import tally
 
+PhaseProgress = Callable[[str, int, int], None]
+"""`progress(phase, done, total)`: a phase's total is fixed when the phase starts."""
+
 
 def dissect(
     probe_set: str | Path,
@@ -72,16 +75,17 @@ def dissect(
     std: Sequence[float] = IMAGENET_STD,
     iou_threshold: float = 0.04,
     workers: int | None = None,
-    progress: Progress | None = None,
+    progress: PhaseProgress | None = None,
     tokens: str = "auto",
 ) -> dict[str, Path]:
     """Dissect `layers` of `model` (or the precomputed `activations` .npy, one layer name = its folder) on
     `probe_set`; writes OUT/<layer>/ per layer and returns those folders.
 
     One forward pass: activations are cached (float32) in a temporary folder under `out` while thresholds are
-    collected, then tallied from the cache. `progress(done, total)` counts images of both passes and tiled
-    units. `tokens` reads transformer layers as maps (`dissection.tokens`); a layer read other than as
-    N x C x H x W gets OUT/<layer>/tokens.json saying how.
+    collected, then tallied from the cache. `progress(phase, done, total)` reports each phase with a total
+    fixed when it starts: "scan" (images), then per layer "tally <layer>" (images) and "report <layer>"
+    (per mille: the maps of the top images, then the strips). `tokens` reads transformer layers as maps
+    (`dissection.tokens`); a layer read other than as N x C x H x W gets OUT/<layer>/tokens.json saying how.
     """
     check_semantics(semantics)
     if (model is None) == (activations is None):
@@ -90,19 +94,17 @@ def dissect(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     source = _source(probe, layers, model, activations, device, mean, std, workers, tokens)
-    steps = _Steps(progress, len(probe) * (1 + len(source.layers)))
     work = Path(tempfile.mkdtemp(prefix=".work-", dir=out))
     try:
-        cache = work / "cache"  # a model's activations: the tally and the tiles need no second forward
+        cache = work / "cache"  # a model's activations: the tally and the strips need no second forward
         scans = scan(
             source,
             probe,
             topk=topk,
             batch_size=batch_size,
             cache_dir=cache if isinstance(source, ModelActivations) else None,
-            progress=steps.report,
+            progress=_phase(progress, "scan"),
         )
-        steps.done(len(probe), more=sum(state.num_units for state in scans.values()))
         written = {}
         for layer in source.layers:
             thresholds = scans[layer].thresholds(semantics)
@@ -118,14 +120,14 @@ def dissect(
                 semantics=semantics,
                 batch_size=batch_size,
                 workers=workers,
-                progress=steps.report,
+                progress=_phase(progress, f"tally {layer}"),
             )[layer]
-            steps.done(len(probe))
             result = finalize(probe, scans[layer], counts, iou_threshold=iou_threshold)
-            written[layer] = write_layer(result, probe, out / layer, arrays.maps, progress=steps.report)
+            written[layer] = write_layer(
+                result, probe, out / layer, arrays.maps, progress=_phase(progress, f"report {layer}")
+            )
             if isinstance(source, ModelActivations):
                 _record_layout(source, layer, written[layer])
-            steps.done(scans[layer].num_units)
         return written
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -162,18 +164,8 @@ def _record_layout(source: ModelActivations, layer: str, folder: Path) -> None:
     os.replace(partial, folder / "tokens.json")
 
 
-class _Steps:
-    """One `progress(done, total)` over all passes: images of the scan and of each tally, then tiled units."""
-
-    def __init__(self, progress: Progress | None, total: int) -> None:
-        self.progress, self.total, self.offset = progress, total, 0
-
-    def report(self, done: int, _total: int) -> None:
-        if self.progress:
-            self.progress(self.offset + done, self.total)
-
-    def done(self, count: int, *, more: int = 0) -> None:
-        """A step of `count` is complete; `more` is work it discovered (units to tile, known after the
-        scan)."""
-        self.offset += count
-        self.total += more
+def _phase(progress: PhaseProgress | None, name: str) -> Progress | None:
+    if progress is None:
+        return None
+    report = progress
+    return lambda done, total: report(name, done, total)

@@ -1,16 +1,22 @@
-"""Tiles, strips and report.html of a dissected layer.
+"""Thumbnails, strips and report.html of a dissected layer, and a unit's full-size tiles on demand.
 
 A tile is a top-activating image with the unit's region highlighted: inside the mask (the activation map
-upsampled bilinearly to the image size, > T_k) the image as is, outside at 20 % brightness. A unit's strip is
-its tiles side by side. report.html is one page with inline CSS and SVG (no scripts, no external resources)
-that shows the strips from the layer folder next to it.
+upsampled bilinearly to the image size, > T_k) the image as is, outside at 20 % brightness. The report shows
+a strip per unit: its first STRIP_IMAGES tiles as thumbnails side by side, each made by the same rule from the
+image scaled to THUMBNAIL_HEIGHT px high (the map upsampled to that size). Full-size tiles are made only when
+asked for (`unit_tiles`), from the unit's stored maps (maps.npy, see `dissection.results`), so the cost of a
+run does not grow with top-k. report.html is one page with inline CSS and SVG (no scripts, no external
+resources) that shows the strips from the layer folder next to it.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +30,11 @@ from dissection.errors import DissectionError
 from dissection.sources import Progress
 
 OUTSIDE_BRIGHTNESS = 0.2
-STRIP_HEIGHT = 112
+THUMBNAIL_HEIGHT = 96
+STRIP_IMAGES = 10
+JPEG_QUALITY = 90
 _GAP = 4
-_UNITS_PER_CHUNK = 32
+_UNITS_PER_CHUNK = 64
 CATEGORY_COLORS = {
     "color": "#d62728",
     "object": "#1f77b4",
@@ -52,57 +60,145 @@ def highlight(images: np.ndarray, maps: np.ndarray, threshold: float) -> np.ndar
     return np.where(inside, images, _DIMMED[images])
 
 
-def strip(tiles: np.ndarray) -> Image.Image:
-    """Tiles side by side on white, scaled to at most STRIP_HEIGHT px high (an integer reduction when the
-    tile height is a multiple of it)."""
-    n, height, width = tiles.shape[:3]
-    factor = height / STRIP_HEIGHT
-    images = [Image.fromarray(tile) for tile in tiles]
-    if factor > 1 and factor.is_integer() and width % int(factor) == 0:
-        images = [image.reduce(int(factor)) for image in images]
-    elif factor > 1:
-        size = (max(1, round(width / factor)), STRIP_HEIGHT)
-        images = [image.resize(size, Image.Resampling.BILINEAR) for image in images]
-    w, h = images[0].size
-    canvas = Image.new("RGB", (n * w + (n - 1) * _GAP, h), "white")
-    for i, image in enumerate(images):
-        canvas.paste(image, (i * (w + _GAP), 0))
-    return canvas
+def unit_tiles(images: np.ndarray, maps: np.ndarray, threshold: float) -> np.ndarray:
+    """A unit's full-size tiles, in rank order: its top images (k x H x W x 3 uint8) highlighted by their maps
+    (k x h x w, from maps.npy) at the unit's threshold."""
+    return highlight(images, maps, threshold)
 
 
-def render_tiles(
+def encode_jpeg(pixels: np.ndarray) -> bytes:
+    """A tile or strip as the JPEG bytes every writer here uses."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def thumbnail_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a thumbnail: THUMBNAIL_HEIGHT px high (aspect kept), never larger than the image."""
+    height, width = image_size
+    if height <= THUMBNAIL_HEIGHT:
+        return height, width
+    return THUMBNAIL_HEIGHT, max(1, round(width * THUMBNAIL_HEIGHT / height))
+
+
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The image scaled (bilinear, antialiased) to `size` = (height, width); itself when already that size."""
+    if image.shape[:2] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def _threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def render_strips(
     document: dict[str, Any],
     probe: ProbeSet,
     layer_dir: Path,
-    maps: Callable[[np.ndarray], np.ndarray],
+    unit_maps: np.ndarray,
     *,
     progress: Progress | None = None,
 ) -> None:
-    """Write every unit's tiles and strip at the paths named in `document` (result.json), a chunk of units
-    at a time so that memory stays bounded; each image is decoded once per chunk."""
+    """Write every unit's strip (its first STRIP_IMAGES images as thumbnails) at the paths in `document`.
+
+    `unit_maps` is units x topk x h x w (maps.npy, the units in document order). Each distinct image is
+    decoded, scaled and dimmed once, in threads; the thumbnails of a chunk of units are made in one go (maps
+    upsampled together, each compared with its unit's T_k as float32, as `highlight` does); strips are
+    encoded in threads. Memory grows with units x STRIP_IMAGES thumbnails, not with the number of images.
+    """
     units = document["units"]
-    for start in range(0, len(units), _UNITS_PER_CHUNK):
-        chunk = units[start : start + _UNITS_PER_CHUNK]
-        needed = np.unique([entry["index"] for unit in chunk for entry in unit["images"]]).astype(np.int64)
-        if needed.size:
-            chunk_maps = maps(needed)
-            position = {int(index): i for i, index in enumerate(needed)}
-            pixels = {int(index): probe.load_image(int(index)) for index in needed}
-        for unit in chunk:
-            rows = [position[entry["index"]] for entry in unit["images"]]
-            if not rows:
-                continue
-            images = np.stack([pixels[entry["index"]] for entry in unit["images"]])
-            tiles = highlight(images, chunk_maps[rows, unit["channel"]], unit["threshold"])
-            for entry, tile in zip(unit["images"], tiles, strict=True):
-                path = layer_dir / entry["tile"]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(tile).save(path, quality=90)
-            strip_path = layer_dir / unit["strip"]
-            strip_path.parent.mkdir(parents=True, exist_ok=True)
-            strip(tiles).save(strip_path, quality=90)
-        if progress:
-            progress(start + len(chunk), len(units))
+    size = thumbnail_size(probe.image_size)
+    counts = [min(len(unit["images"]), STRIP_IMAGES) for unit in units]
+    needed = sorted({entry["index"] for unit in units for entry in unit["images"][:STRIP_IMAGES]})
+    position = {index: i for i, index in enumerate(needed)}
+    (layer_dir / "strips").mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(_threads()) as pool:
+        decoded = list(pool.map(lambda i: shrink(probe.load_image(i), size), needed))
+        stacked = np.stack(decoded) if decoded else np.zeros((0, *size, 3), np.uint8)
+        del decoded
+        pixels, dimmed = torch.from_numpy(stacked), torch.from_numpy(_DIMMED[stacked])
+        writes = []
+        for start in range(0, len(units), _UNITS_PER_CHUNK):
+            chunk = range(start, min(start + _UNITS_PER_CHUNK, len(units)))
+            rows = [position[entry["index"]] for u in chunk for entry in units[u]["images"][: counts[u]]]
+            if rows:
+                maps = np.concatenate([unit_maps[u, : counts[u]] for u in chunk])
+                thresholds = np.repeat([units[u]["threshold"] for u in chunk], [counts[u] for u in chunk])
+                up = F.interpolate(
+                    torch.from_numpy(np.ascontiguousarray(maps, np.float32)).unsqueeze(1),
+                    size=size,
+                    mode="bilinear",
+                    align_corners=False,
+                )[:, 0]
+                inside = up > torch.from_numpy(thresholds.astype(np.float32))[:, None, None]
+                which = torch.as_tensor(rows)
+                tiles = torch.where(
+                    inside.unsqueeze(-1), pixels.index_select(0, which), dimmed.index_select(0, which)
+                ).numpy()
+            offset = 0
+            for u in chunk:
+                if counts[u]:
+                    strip = strip_pixels(tiles[offset : offset + counts[u]])
+                    writes.append(pool.submit(_write_jpeg, strip, layer_dir / units[u]["strip"]))
+                offset += counts[u]
+            if progress:
+                progress(chunk.stop, len(units))
+        for write in writes:
+            write.result()
+
+
+def strip_pixels(tiles: np.ndarray) -> np.ndarray:
+    """Tiles (n x h x w x 3) side by side on white, _GAP px apart."""
+    n, height, width = tiles.shape[:3]
+    canvas = np.full((height, n, width + _GAP, 3), 255, np.uint8)
+    canvas[:, :, :width] = tiles.transpose(1, 0, 2, 3)
+    return canvas.reshape(height, n * (width + _GAP), 3)[:, : n * (width + _GAP) - _GAP]
+
+
+def _write_jpeg(pixels: np.ndarray, path: Path) -> None:
+    path.write_bytes(encode_jpeg(np.ascontiguousarray(pixels)))
+
+
+def write_unit_tiles(layer_dir: Path, units: Sequence[int] | None = None) -> list[Path]:
+    """Make the full-size tiles of `units` (1-based, as tally.csv and report.html number them; None = all)
+    in a dissected layer folder, at the paths its result.json names; returns them. Reads the probe set named
+    there."""
+    from dissection.broden import load_probe_set
+
+    layer_dir = Path(layer_dir)
+    document = _read_document(layer_dir)
+    maps_path = layer_dir / document.get("maps", "maps.npy")
+    if not maps_path.is_file():
+        raise DissectionError(f"{maps_path} is missing; re-run the dissection of {layer_dir} to make it")
+    unit_maps = np.load(maps_path, mmap_mode="r")
+    probe = load_probe_set(document["probe_set"])
+    written = []
+    for number in range(1, document["num_units"] + 1) if units is None else units:
+        if not 1 <= number <= document["num_units"]:
+            raise DissectionError(f"{layer_dir}: unit {number} is not one of units 1-{document['num_units']}")
+        unit = document["units"][number - 1]
+        entries = unit["images"]
+        if not entries:
+            continue
+        images = np.stack([probe.load_image(entry["index"]) for entry in entries])
+        tiles = unit_tiles(images, np.array(unit_maps[number - 1, : len(entries)]), unit["threshold"])
+        for entry, tile in zip(entries, tiles, strict=True):
+            path = layer_dir / entry["tile"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial")
+            partial.write_bytes(encode_jpeg(tile))
+            partial.replace(path)
+            written.append(path)
+    return written
+
+
+def _read_document(layer_dir: Path) -> dict[str, Any]:
+    source = layer_dir / "result.json"
+    if not source.is_file():
+        raise DissectionError(f"{source} is missing; is {layer_dir} a dissected layer folder?")
+    document: dict[str, Any] = json.loads(source.read_text())
+    return document
 
 
 def _bar_chart(per_concept: dict[str, int], concept_category: dict[str, str]) -> str:
@@ -147,7 +243,8 @@ def report_html(document: dict[str, Any]) -> str:
         cards.append(
             f'<section class="unit{"" if unit["interpretable"] else " dim"}">'
             f'<h3>unit {unit["unit"]} <b style="color:{color}">{html.escape(unit["label"])}</b> '
-            f"<small>{html.escape(unit['category'])} · IoU {unit['iou']:.3f}</small></h3>"
+            f"<small>channel {unit['channel']} · {html.escape(unit['category'])} · "
+            f"IoU {unit['iou']:.3f}</small></h3>"
             f'<img src="{html.escape(unit["strip"])}" alt="top images of unit {unit["unit"]}" loading="lazy">'
             f'<p class="also">also: {others}</p></section>'
         )
@@ -171,7 +268,8 @@ h1 {{ font-size: 22px; margin: 0 0 4px; }} h2 {{ font-size: 17px; margin: 24px 0
 </style></head><body>
 <h1>{headline}</h1>
 <p class="meta">layer {html.escape(document["layer"])} · {document["num_images"]} probe images ·
-semantics {html.escape(document["semantics"])} · top {document["topk"]} images per unit</p>
+semantics {html.escape(document["semantics"])} · top {document["topk"]} images per unit, the first
+{min(document["topk"], STRIP_IMAGES)} shown</p>
 <h2>Detectors per concept</h2><p>{legend}</p>
 {_bar_chart(summary["per_concept"], concept_category)}
 <h2>Units by IoU</h2>
@@ -183,10 +281,7 @@ semantics {html.escape(document["semantics"])} · top {document["topk"]} images 
 def write_report(layer_dir: Path) -> Path:
     """(Re)build `layer_dir`/report.html from its result.json."""
     layer_dir = Path(layer_dir)
-    source = layer_dir / "result.json"
-    if not source.is_file():
-        raise DissectionError(f"{source} is missing; is {layer_dir} a dissected layer folder?")
-    document = json.loads(source.read_text())
+    document = _read_document(layer_dir)
     target = layer_dir / "report.html"
     partial = layer_dir / ".report.html.partial"
     partial.write_text(report_html(document), encoding="utf-8")

@@ -12,8 +12,14 @@ OUT/<layer>/result.json (schema 1):
                 "strip": str (path relative to the layer folder),
                 "images": [{"image": str (path relative to the probe set's images/ folder, as in index.csv),
                             "index": int (0-based row of index.csv), "activation": float (max over the map),
-                            "tile": str (path relative to the layer folder)}] (ranked, at most topk)}]}
+                            "tile": str (path relative to the layer folder)}] (ranked, at most topk)}],
+     "maps": "maps.npy"}
     `units` is in channel order. tally.csv holds NetDissect-Lite's columns, rows sorted by score.
+
+OUT/<layer>/maps.npy: float32 units x topk x h x w, each unit's activation maps of its ranked images (zeros
+past its last image): what a full-size tile needs besides the image, so tiles are made on demand
+(`dissection.render.write_unit_tiles`, `python -m dissection tiles`) and a `tile` path holds a file only once
+made. The strips (`render.render_strips`) are written with the folder.
 """
 
 from __future__ import annotations
@@ -32,11 +38,13 @@ import numpy as np
 
 from dissection.broden import ProbeSet
 from dissection.errors import DissectionError
-from dissection.render import render_tiles, write_report
+from dissection.render import render_strips, write_report
 from dissection.sources import Progress
 from dissection.states import ScanState, TallyState
 
 SCHEMA = 1
+MAPS = "maps.npy"
+_IMAGES_PER_READ = 64
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,7 @@ def result_json(result: LayerResult, probe: ProbeSet) -> dict[str, Any]:
             "per_concept": dict(sorted(per_concept.items(), key=lambda item: (-item[1], item[0]))),
         },
         "units": units,
+        "maps": MAPS,
     }
 
 
@@ -209,6 +218,32 @@ def tally_rows(result: LayerResult, probe: ProbeSet) -> tuple[list[str], list[li
     return header, rows
 
 
+def unit_maps(
+    document: dict[str, Any], maps: Callable[[np.ndarray], np.ndarray], *, progress: Progress | None = None
+) -> np.ndarray:
+    """units x topk x h x w float32: each unit's maps of its ranked images (zeros past its last image), read
+    through `maps(indices)` a few images at a time so that memory stays bounded."""
+    units = document["units"]
+    pairs = [(u, r, entry["index"]) for u, unit in enumerate(units) for r, entry in enumerate(unit["images"])]
+    needed = np.unique([index for _, _, index in pairs]).astype(np.int64)
+    by_image: dict[int, list[tuple[int, int]]] = {}
+    for u, r, index in pairs:
+        by_image.setdefault(index, []).append((u, r))
+    out: np.ndarray | None = None
+    reads = max(1, -(-needed.size // _IMAGES_PER_READ))
+    for step, start in enumerate(range(0, needed.size, _IMAGES_PER_READ)):
+        chunk = needed[start : start + _IMAGES_PER_READ]
+        values = maps(chunk)
+        if out is None:
+            out = np.zeros((len(units), document["topk"], *values.shape[2:]), np.float32)
+        for position, index in enumerate(chunk):
+            for u, r in by_image[int(index)]:
+                out[u, r] = values[position, units[u]["channel"]]
+        if progress:
+            progress(step + 1, reads)
+    return np.zeros((len(units), document["topk"], 0, 0), np.float32) if out is None else out
+
+
 def write_layer(
     result: LayerResult,
     probe: ProbeSet,
@@ -217,10 +252,12 @@ def write_layer(
     *,
     progress: Progress | None = None,
 ) -> Path:
-    """Write tally.csv, result.json, tiles, strips and report.html to `out_dir` (= OUT/<layer>).
+    """Write tally.csv, result.json, maps.npy, the strips and report.html to `out_dir` (= OUT/<layer>); the
+    full-size tiles are made on demand (`render.write_unit_tiles`).
 
     Everything goes to a hidden sibling folder that replaces `out_dir` only when complete, so a failed run
     never leaves a folder that looks finished. `maps(indices)` returns those images' activation maps.
+    `progress(done, total)` counts the map reads, then the units whose strips are made.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +269,9 @@ def write_layer(
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(rows)
-        render_tiles(document, probe, partial, maps, progress=progress)
+        stored = unit_maps(document, maps, progress=_half(progress, 0))
+        np.save(partial / MAPS, stored)
+        render_strips(document, probe, partial, stored, progress=_half(progress, 1))
         (partial / "result.json").write_text(json.dumps(document, indent=1))
         write_report(partial)
         if out_dir.exists():
@@ -242,3 +281,27 @@ def write_layer(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out_dir
+
+
+def _half(progress: Progress | None, which: int) -> Progress | None:
+    """Reports of one of write_layer's two steps as a share of 0..1000 (reads first, then strips)."""
+    if progress is None:
+        return None
+    report = progress
+
+    def half(done: int, total: int) -> None:
+        report(500 * which + (500 * done) // max(1, total), 1000)
+
+    return half
+
+
+def summary_line(folder: Path) -> str:
+    """What a CLI prints for a written layer folder: its interpretable units, concepts and commonest ones."""
+    document = json.loads((folder / "result.json").read_text())
+    summary = document["summary"]
+    top = ", ".join(f"{label} {count}" for label, count in list(summary["per_concept"].items())[:8])
+    return (
+        f"{summary['interpretable']}/{document['num_units']} units covering "
+        f"{summary['unique_concepts']} concepts with IoU > {document['iou_threshold']:g}"
+        + (f" ({top})" if top else "")
+    )

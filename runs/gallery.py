@@ -1,5 +1,6 @@
 """The CAM gallery of a run: predictions on sample probe images, each with its CAM overlay and the units
-that contribute most to the predicted class, joined with the run's unit labels."""
+that contribute most to the predicted class, joined with the run's unit labels. Each unit is stored with
+its 0-based `channel` and NetDissect's 1-based `unit` number (channel + 1), the number pages show."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def gallery_build(*, run_id: int, images: int = 8) -> str:
     for n, (index, picture) in enumerate(zip(indices, pictures, strict=True)):
         explanation = explained[n][0]
         name = classes[explanation.class_index] if classes else f"class {explanation.class_index}"
-        overlay = render_overlay(picture, cams.maps[n, 0], lines=[explanation.summary(name, TOP_UNITS)])
+        # The page captions each overlay (class, score, units with links); the image carries no text.
+        overlay = render_overlay(picture, cams.maps[n, 0])
         buffer = io.BytesIO()
         overlay.save(buffer, format="PNG")
         key = store_bytes(f"runs/{run_id}/cam/{n:03d}.png", buffer.getvalue())
@@ -63,6 +65,8 @@ def gallery_build(*, run_id: int, images: int = 8) -> str:
                 "prediction": name,
                 "probability": explanation.probability,
                 "layer": head.feature_layer,
+                "width": overlay.width,
+                "height": overlay.height,
                 "units": [
                     {
                         "unit": u.unit,

@@ -61,7 +61,11 @@ class Network(models.Model):
     """A CNN to dissect: an architecture name plus either a state-dict checkpoint or a TorchScript file.
 
     `layers` holds the model's layer names, read once when it is registered, so that launching a run checks
-    layer names without loading the model in a web request."""
+    layer names without loading the model in a web request.
+
+    A version of a network (a training checkpoint, a fine-tuned copy) is a network of its own, with its
+    `step` and its `base`: a version has its own weights and layers and is dissected like any network, and
+    every run of it inherits its step, so comparisons order runs by training without a step per run."""
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="networks")
     name = models.CharField(max_length=200, unique=True)
@@ -69,6 +73,17 @@ class Network(models.Model):
     weights = models.FileField(upload_to="networks/weights/", null=True, blank=True)
     torchscript = models.FileField(upload_to="networks/torchscript/", null=True, blank=True)
     layers = models.JSONField(default=list, blank=True)
+    step = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Training step of this checkpoint (orders a series in comparisons)"
+    )
+    base = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="versions",
+        help_text="The network this one is a checkpoint or a fine-tuned copy of",
+    )
     status = models.CharField(max_length=16, choices=Readiness.choices, default=Readiness.READY)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -140,6 +155,9 @@ class Unit(models.Model):
     interpretable = models.BooleanField(null=True, blank=True)
     threshold = models.FloatField(null=True, blank=True)
     top_concepts = models.JSONField(default=list, blank=True)
+    strip = models.FileField(
+        upload_to="units/", blank=True, help_text="Thumbnails of the top images side by side (dissected runs)"
+    )
 
     class Meta:
         ordering = ["run_id", "layer", "channel"]
@@ -150,13 +168,23 @@ class Unit(models.Model):
     def __str__(self) -> str:
         return f"{self.run.name}/{self.layer}#{self.channel}"
 
+    @property
+    def number(self) -> int:
+        """The number people see and cite ("unit 98"): NetDissect's 1-based `unit` of tally.csv."""
+        return self.channel + 1
+
 
 class UnitImage(models.Model):
     """A top-activating image of a unit, the activated region highlighted (outside at 20% brightness)."""
 
     unit = models.ForeignKey(Unit, on_delete=models.CASCADE, related_name="images")
     rank = models.PositiveIntegerField(help_text="0 = highest activation")
-    image = models.FileField(upload_to="units/")
+    image = models.FileField(
+        upload_to="units/",
+        blank=True,
+        help_text="Empty until made: a dissected unit's full-size tiles are made when a batch or page needs "
+        "them (runs.services.unit_tiles_ensure)",
+    )
     max_activation = models.FloatField(null=True, blank=True)
     source_image = models.CharField(max_length=1000, blank=True)
 
@@ -166,6 +194,11 @@ class UnitImage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.unit} rank {self.rank}"
+
+    @property
+    def number(self) -> int:
+        """The image's number on a task's tile, the unit page and every export: 1..k by rank."""
+        return self.rank + 1
 
 
 class Shard(models.Model):
@@ -214,3 +247,96 @@ class Shard(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}/{self.phase}/{self.layer or '*'}#{self.index}"
+
+
+class ApiToken(models.Model):
+    """A requester's key to the REST API (`/api/`), sent as `Authorization: Bearer <key>`.
+
+    Only the SHA-256 of the key is stored (the key is 256 random bits, so an unsalted hash is safe to keep and
+    fast to look up); the key itself is shown once, when it is made. It lives here because `runs` owns who
+    may see what (`runs.access`): a token acts as its user, with that user's projects. Revoking keeps the row,
+    so the record of which tokens existed stays."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. the script that uses it")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=12, editable=False, help_text="The key's first characters")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["user_id", "-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AuditEventQuerySet(ProjectScopedQuerySet["AuditEvent"]):
+    """Audit events are appended, never changed: bulk updates and deletes are refused too."""
+
+    def update(self, **kwargs: object) -> int:
+        raise TypeError("audit events are append-only; they cannot be updated")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise TypeError("audit events are append-only; they cannot be deleted")
+
+
+class AuditEvent(models.Model):
+    """One requester decision: who made it, when, what it was about, and what the crowd provider answered.
+
+    An append-only table rather than django-simple-history or django-auditlog: those keep a copy of a row each
+    time it changes, but a decision is an event (an approval also pays, a publish also calls the provider,
+    a launch makes a run with its shards, an export changes no row), so row diffs would record the wrong
+    thing and miss the provider's reply. It lives in `runs`, which `annotate` already imports; a batch is
+    named by its public id (`batch_key`), since `runs` may not import `annotate`. Written by
+    `runs.audit.audit_event_record` inside the decision's own transaction.
+    """
+
+    class Action(models.TextChoices):
+        PUBLISH = "publish", "Publish batch"
+        PAUSE = "pause", "Pause batch"
+        CANCEL = "cancel", "Cancel batch"
+        APPROVE = "approve", "Approve"
+        REJECT = "reject", "Reject"
+        BONUS = "bonus", "Bonus"
+        BLOCK = "block", "Block crowd worker"
+        QUALIFICATION = "qualification", "Qualification change"
+        LAUNCH_RUN = "launch_run", "Launch run"
+        CANCEL_RUN = "cancel_run", "Cancel run"
+        EXPORT = "export", "Export"
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="audit_events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(
+        max_length=150, blank=True, help_text="Who, kept when the account is deleted; empty = automatic"
+    )
+    at = models.DateTimeField(db_index=True)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    batch_key = models.UUIDField(null=True, blank=True, db_index=True, help_text="Public id of the batch")
+    run = models.ForeignKey(
+        DissectionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    subject = models.CharField(max_length=300, help_text="What the decision was about, in words")
+    details = models.JSONField(default=dict, blank=True)
+    provider_reply = models.JSONField(null=True, blank=True, help_text="The crowd provider's answer, if any")
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["project", "-at"], name="audit_project_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name or 'automatic'}: {self.action} {self.subject}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise TypeError("audit events are append-only; they cannot be changed")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise TypeError("audit events are append-only; they cannot be deleted")

@@ -4,8 +4,10 @@ scan shard    → runs/<id>/<layer>/scan/shard-<i>.npz (ScanState per layer)
 merge_scan    → runs/<id>/<layer>/scan/merged.npz and scan/thresholds.npy (what every tally shard needs)
 tally shard   → runs/<id>/<layer>/tally/shard-<i>.npz (TallyState per layer)
 merge_tally   → runs/<id>/<layer>/tally/merged.npz
-render shard  → runs/<id>/<layer>/report/ (result.json, tally.csv, tiles, strips, report.html)
-publish       → the run's units and unit images, in one transaction
+render shard  → runs/<id>/<layer>/report/ (result.json, tally.csv, maps.npy, strips, report.html)
+publish       → the run's units (with their strips) and unit images, in one transaction
+A unit's full-size tiles are not made here: `runs.services.unit_tiles_ensure` makes them from maps.npy when a
+batch or a page first needs them.
 Keys are deterministic, so a repeated shard rewrites the same files; each step reads and writes storage
 before it records its result, never under the run's lock.
 """

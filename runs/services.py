@@ -10,9 +10,11 @@ tasks are enqueued only after their rows commit (`transaction.on_commit`) and ca
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import secrets
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -31,9 +33,12 @@ from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
 
 from dissection.errors import DissectionError
-from runs.access import may_use_project
+from runs.access import is_requester, may_use_project
+from runs.audit import audit_event_record
 from runs.errors import ImportUnitsError, RunError, RunStopped
 from runs.models import (
+    ApiToken,
+    AuditEvent,
     DissectionRun,
     Network,
     ProbeSet,
@@ -43,6 +48,7 @@ from runs.models import (
     Unit,
     UnitImage,
 )
+from runs.selectors import run_eta_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +115,8 @@ def network_register(
     architecture: str,
     weights: File | None = None,
     torchscript: File | None = None,
+    step: int | None = None,
+    base: Network | None = None,
     inspect_now: bool = False,
     created_by: Any = None,
 ) -> Network:
@@ -117,8 +125,13 @@ def network_register(
 
     The model is loaded once, to refuse a bad file and to record its layer names: by a worker (the page
     returns at once, the network shows "being checked") or, with `inspect_now`, here (the command line),
-    where a bad file raises RunError and leaves nothing behind."""
+    where a bad file raises RunError and leaves nothing behind. A checkpoint or a fine-tuned copy names its
+    training `step` and the `base` network it is a version of (of the same project)."""
     _check_project(project, created_by)
+    if base is not None and base.project_id != project.pk:
+        raise RunError(f"Base: network {base.name!r} is not in project {project.name!r}.")
+    if step is not None and step < 0:
+        raise RunError("Step: a training step is 0 or more.")
     name, architecture = name.strip(), architecture.strip()
     if not name:
         raise RunError("Name: a network needs a name.")
@@ -129,7 +142,12 @@ def network_register(
     with transaction.atomic():
         _name_free(Network, name, "network", project)
         network = Network(
-            project=project, name=name, architecture=architecture or "torchscript", status=Readiness.PENDING
+            project=project,
+            name=name,
+            architecture=architecture or "torchscript",
+            step=step,
+            base=base,
+            status=Readiness.PENDING,
         )
         if weights is not None:
             network.weights.save(Path(weights.name or "weights.pt").name, weights, save=False)
@@ -270,6 +288,76 @@ def run_launch(
     commit. The network and the probe set must be the project's, so that no project shows another's.
 
     Layer names are checked against the names recorded at registration; the model is not loaded here."""
+    run, shard_ids = _run_create(
+        project=project,
+        name=name,
+        network=network,
+        probe_set=probe_set,
+        layers=layers,
+        shard_size=shard_size,
+        topk=topk,
+        semantics=semantics,
+        created_by=created_by,
+    )
+    # After the commit, so a worker always finds the rows; a broker that is down leaves a queued run that the
+    # sweep hands to the workers later (`selectors.run_waits_for_broker`), never a half-made one.
+    _enqueue(shard_ids)
+    return run
+
+
+def run_series_launch(
+    *,
+    project: Project,
+    name: str,
+    networks: Sequence[Network],
+    probe_set: ProbeSet,
+    layers: Sequence[str],
+    shard_size: int = 64,
+    topk: int = 20,
+    semantics: str = "paper",
+    created_by: Any = None,
+) -> list[DissectionRun]:
+    """One run per network (the checkpoints of a training series, a fine-tuned copy), all with the same probe
+    set, layers and settings, named "`name` <network>": every run is made, or none (the first bad network
+    or name raises RunError). Their shards are enqueued once all are committed."""
+    name = name.strip()
+    if not name:
+        raise RunError("Name: a series needs a name; each run is called NAME <network>.")
+    networks = list(dict.fromkeys(networks))
+    if len(networks) < 2:
+        raise RunError("Networks: pick at least two networks for a series (one run: launch a run).")
+    with transaction.atomic():
+        made = [
+            _run_create(
+                project=project,
+                name=f"{name} {network.name}",
+                network=network,
+                probe_set=probe_set,
+                layers=layers,
+                shard_size=shard_size,
+                topk=topk,
+                semantics=semantics,
+                created_by=created_by,
+            )
+            for network in networks
+        ]
+    _enqueue([shard_id for _, shard_ids in made for shard_id in shard_ids])
+    return [run for run, _ in made]
+
+
+def _run_create(
+    *,
+    project: Project,
+    name: str,
+    network: Network,
+    probe_set: ProbeSet,
+    layers: Sequence[str],
+    shard_size: int,
+    topk: int,
+    semantics: str,
+    created_by: Any,
+) -> tuple[DissectionRun, list[int]]:
+    """The checked rows of a queued run and its scan shards (not yet enqueued) and their ids."""
     _check_project(project, created_by)
     for thing, what in ((network, "Network"), (probe_set, "Probe set")):
         if thing.project_id != project.pk:
@@ -287,7 +375,7 @@ def run_launch(
     if semantics not in SEMANTICS:
         raise RunError(f"Semantics: {semantics!r} is not one of {', '.join(SEMANTICS)}.")
     if shard_size < 1 or topk < 1:
-        raise RunError("Shard size and top-k must be positive.")
+        raise RunError("Images per shard and top images per unit must be at least 1.")
     _check_ready(network, "network")
     _check_ready(probe_set, "probe set")
     if probe_set.image_count < 1:
@@ -325,15 +413,27 @@ def run_launch(
             ]
         )
         ids = list(Shard.objects.filter(run=run).order_by("index").values_list("pk", flat=True))
-    # After the commit, so a worker always finds the rows; a broker that is down leaves a queued run that the
-    # sweep hands to the workers later (`selectors.run_waits_for_broker`), never a half-made one.
-    _enqueue(ids)
-    return run
+        audit_event_record(
+            project=project,
+            action=AuditEvent.Action.LAUNCH_RUN,
+            actor=created_by,
+            run=run,
+            subject=f"run {run.name!r}",
+            details={
+                "network": network.name,
+                "probe_set": probe_set.name,
+                "layers": layers,
+                "semantics": semantics,
+                "topk": topk,
+                "shard_size": shard_size,
+            },
+        )
+    return run, ids
 
 
-def run_cancel(*, run: DissectionRun) -> DissectionRun:
+def run_cancel(*, run: DissectionRun, actor: Any = None) -> DissectionRun:
     """Stop a queued or running run: its shards are dropped when a worker picks or reports them, and no
-    units are published."""
+    units are published. `actor`, the requester, is recorded in the audit trail."""
     with transaction.atomic():
         locked = _lock_run(run.pk)
         if locked.status not in ACTIVE:
@@ -342,6 +442,13 @@ def run_cancel(*, run: DissectionRun) -> DissectionRun:
         locked.eta_seconds = None
         locked.finished_at = timezone.now()
         locked.save(update_fields=["status", "eta_seconds", "finished_at"])
+        audit_event_record(
+            project=locked.project,
+            action=AuditEvent.Action.CANCEL_RUN,
+            actor=actor,
+            run=locked,
+            subject=f"run {locked.name!r}",
+        )
     return locked
 
 
@@ -448,9 +555,9 @@ def _run_update_progress(run_id: int) -> None:
     done = Shard.objects.filter(run_id=run_id).aggregate(total=Sum("progress"))["total"] or 0.0
     progress = min(0.999, done / run.shards_total)
     eta = None
-    if run.started_at and progress > 0.01:
+    if run.started_at:
         elapsed = (timezone.now() - run.started_at).total_seconds()
-        eta = int(elapsed * (1 - progress) / progress)
+        eta = run_eta_seconds(progress=progress, elapsed_s=elapsed)
     DissectionRun.objects.filter(pk=run_id, status__in=ACTIVE).update(progress=progress, eta_seconds=eta)
 
 
@@ -543,6 +650,7 @@ def run_publish(*, work: ShardWork, layers: Sequence[PublishedLayer]) -> bool:
                         interpretable=entry["interpretable"],
                         threshold=entry["threshold"],
                         top_concepts=entry["concepts"],
+                        strip=f"{published.prefix}/{entry['strip']}",
                     )
                     for entry in published.document["units"]
                 ]
@@ -550,10 +658,9 @@ def run_publish(*, work: ShardWork, layers: Sequence[PublishedLayer]) -> bool:
             by_channel = {unit.channel: unit for unit in units}
             UnitImage.objects.bulk_create(
                 [
-                    UnitImage(
+                    UnitImage(  # the full-size tile is made when needed: unit_tiles_ensure
                         unit=by_channel[entry["channel"]],
                         rank=rank,
-                        image=f"{published.prefix}/{image['tile']}",
                         max_activation=image["activation"],
                         source_image=image["image"],
                     )
@@ -565,6 +672,31 @@ def run_publish(*, work: ShardWork, layers: Sequence[PublishedLayer]) -> bool:
         run.status, run.progress, run.eta_seconds, run.finished_at = Status.DONE, 1.0, None, timezone.now()
         run.save(update_fields=["report", "status", "progress", "eta_seconds", "finished_at"])
     return True
+
+
+def unit_tiles_ensure(*, unit_ids: Sequence[int]) -> int:
+    """Make, store and record the full-size tiles of these units that have none yet (a dissected unit's
+    tiles are made when a batch or a page first needs them, not by its run); returns how many were made.
+
+    Idempotent: a unit whose tiles are recorded is skipped. Files are written before, and outside, the one
+    transaction that records them; a rank another call recorded meanwhile keeps that call's file. Raises
+    RunError naming the unit when its tiles cannot be made (its report or probe image is gone)."""
+    from runs.tiles import unit_tiles_make
+
+    pending = list(
+        Unit.objects.filter(pk__in=list(unit_ids), images__image="")
+        .distinct()
+        .select_related("run__probe_set")
+        .order_by("run_id", "layer", "channel")
+    )
+    if not pending:
+        return 0
+    made = unit_tiles_make(pending)
+    with transaction.atomic():
+        for unit_id, names in made.items():
+            for rank, name in names.items():
+                UnitImage.objects.filter(unit_id=unit_id, rank=rank, image="").update(image=name)
+    return sum(len(names) for names in made.values())
 
 
 def run_set_report(*, run_id: int, key: str, value: Any) -> None:
@@ -714,7 +846,8 @@ def units_import(*, project: Project, run_name: str, directory: Path) -> list[Un
         for parsed in folders:
             if run.units.filter(layer=parsed.layer, channel=parsed.channel).exists():
                 raise ImportUnitsError(
-                    f"{parsed.folder}: unit {parsed.layer}#{parsed.channel} is already in run {run_name!r}"
+                    f"{parsed.folder}: {parsed.layer} unit {parsed.channel + 1} (channel {parsed.channel}) "
+                    f"is already in run {run_name!r}"
                 )
     saved: list[str] = []
     try:
@@ -814,3 +947,58 @@ def runs_sweep(*, stale_after: float | None = None) -> SweepOutcome:
         if stale and _enqueue(stale):
             outcome.requeued.extend(stale)
     return outcome
+
+
+# --- API tokens --------------------------------------------------------------------------------------------
+
+API_TOKEN_PREFIX = "us_"
+API_TOKEN_TOUCH_S = 60
+"""How stale `last_used_at` may get before a request writes it again (not one write per request)."""
+
+
+def _api_token_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_token_create(*, user: Any, name: str) -> tuple[ApiToken, str]:
+    """A new API token of `user` (an active staff account) and its key, which is shown once and never
+    stored: only its SHA-256 is."""
+    name = name.strip()
+    if not name:
+        raise RunError("Name: say what the token is for, e.g. the script that uses it.")
+    if len(name) > 100:
+        raise RunError("Name: at most 100 characters.")
+    if not is_requester(user):
+        raise RunError(
+            f"User: {user.get_username()!r} is not an active staff account; API tokens are for requesters."
+        )
+    key = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, name=name, key_hash=_api_token_hash(key), prefix=key[:10])
+    return token, key
+
+
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
+    """Stop `token` from working, for good (the row stays as the record)."""
+    if token.revoked_at is not None:
+        raise RunError(f"Token {token}: already revoked.")
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    return token
+
+
+def api_token_authenticate(*, key: str) -> Any:
+    """The user whose live token `key` is, when that user is still a requester; else None. Notes when the
+    token was last used."""
+    if not key.startswith(API_TOKEN_PREFIX):
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(key_hash=_api_token_hash(key), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None or not is_requester(token.user):
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > timedelta(seconds=API_TOKEN_TOUCH_S):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user

@@ -8,6 +8,7 @@ urlpatterns = [
     path("runs/", views.run_list, name="run_list"),
     path("runs/new/", views.run_create, name="run_create"),
     path("runs/compare/", views.run_compare, name="run_compare"),
+    path("runs/series/new/", views.run_series_create, name="run_series_create"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<int:run_id>/status.json", views.run_status, name="run_status"),
     path("runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),

@@ -10,12 +10,17 @@ from __future__ import annotations
 import mimetypes
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from django.contrib import messages
 from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import (
     require_http_methods,
     require_POST,
@@ -23,12 +28,13 @@ from django.views.decorators.http import (
 )
 
 from dissection.compare import CompareError, check_comparable, compare
-from dissection.compare_report import compare_html
+from dissection.compare_report import compare_body
+from dissection.compare_tables import TABLES, compare_table, table_csv
 from runs import selectors as run_selectors
 from runs import services as run_services
 from runs.access import staff_required
 from runs.errors import RunError
-from runs.forms import NetworkForm, ProbeSetForm, RunForm
+from runs.forms import NetworkForm, ProbeSetForm, RunForm, RunSeriesForm, UnitFilterForm
 from runs.models import DissectionRun
 
 POLL_SECONDS = 2
@@ -51,6 +57,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
             "runs": run_selectors.runs_overview(user=request.user),
             "networks": run_selectors.networks_overview(user=request.user),
             "probe_sets": run_selectors.probe_sets_overview(user=request.user),
+            "compare_with": int(request.GET["compare"]) if request.GET.get("compare", "").isdigit() else None,
         },
     )
 
@@ -66,7 +73,9 @@ def run_create(request: HttpRequest) -> HttpResponse:
             except RunError as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, f"Run {run.name!r} queued in {run.shards.count()} scan shards.")
+                messages.success(
+                    request, f"Run {run.name!r} queued: {run_selectors.run_plan_display(run=run)}."
+                )
                 if run_selectors.run_waits_for_broker(run=run):
                     messages.warning(
                         request,
@@ -79,24 +88,68 @@ def run_create(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@require_http_methods(["GET", "POST"])
+def run_series_create(request: HttpRequest) -> HttpResponse:
+    """Dissect several networks (the checkpoints of a training series) alike, then compare them."""
+    form = RunSeriesForm(request.POST or None, user=request.user)
+    context = {"form": form, "series": True}
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                series = run_services.run_series_launch(**form.launch_kwargs(), created_by=request.user)
+            except RunError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"{len(series)} runs queued: {', '.join(r.name for r in series)}.")
+                return redirect(_compare_url([run.pk for run in series]))
+        return render(request, "runs/new.html", context, status=400)
+    return render(request, "runs/new.html", context)
+
+
+def _compare_url(run_ids: list[int]) -> str:
+    return f"{reverse('runs:run_compare')}?{urlencode([('run', pk) for pk in run_ids])}"
+
+
+@staff_required
 @require_safe
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The run: its progress while it works; once done, a tab per layer with the layer's summary chart and
+    its units filtered, sorted and paginated
+    (`?layer=&label=&category=&min_iou=&interpretable=&sort=&page=`)."""
     run = get_object_or_404(
         DissectionRun.objects.visible_to(request.user).select_related("network", "probe_set", "project"),
         pk=run_id,
     )
-    return render(
-        request,
-        "runs/detail.html",
-        {
-            "run": run,
-            "status": run_selectors.run_status(run=run),
-            "reports": run_selectors.run_reports(run=run),
-            "units": run_selectors.run_units(run=run) if run.status == DissectionRun.Status.DONE else [],
-            "gallery": run_selectors.run_cam_gallery(run=run),
-            "poll_seconds": POLL_SECONDS,
-        },
-    )
+    context: dict[str, Any] = {
+        "run": run,
+        "status": run_selectors.run_status(run=run),
+        "reports": run_selectors.run_reports(run=run),
+        "gallery": run_selectors.run_cam_gallery(run=run),
+        "poll_seconds": POLL_SECONDS,
+    }
+    layers = run_selectors.run_layers(run=run) if run.status == DissectionRun.Status.DONE else []
+    if layers:
+        layer = request.GET.get("layer") or layers[0]
+        if layer not in layers:
+            raise Http404("This run has no such layer.")
+        form = UnitFilterForm(
+            request.GET or None, categories=run_selectors.run_categories(run=run, layer=layer)
+        )
+        units = run_selectors.run_units(
+            run=run, layer=layer, filters=form.unit_filter(), thumbnails=run_selectors.THUMBNAILS_PER_UNIT
+        )
+        page = Paginator(units, run_selectors.UNITS_PER_PAGE).get_page(request.GET.get("page"))
+        query = request.GET.copy()
+        query.pop("page", None)
+        context.update(
+            layers=layers,
+            layer=layer,
+            summary=run_selectors.run_layer_summary(run=run, layer=layer),
+            form=form,
+            page=page,
+            page_query=query.urlencode(),
+        )
+    return render(request, "runs/detail.html", context)
 
 
 @staff_required
@@ -119,10 +172,26 @@ def _run_action(request: HttpRequest, run_id: int, action: Callable[..., object]
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
-    return _run_action(
-        request, run_id, run_services.run_cancel, "Run cancelled; its remaining shards are dropped."
+    """GET asks for confirmation and says what cancelling does; only a POST that carries the confirmation
+    cancels. A POST without it changes nothing and asks again."""
+    run = get_object_or_404(DissectionRun.objects.visible_to(request.user), pk=run_id)
+    if request.method == "POST" and request.POST.get("confirm") == "yes":
+        return _run_action(
+            request,
+            run_id,
+            partial(run_services.run_cancel, actor=request.user),
+            "Run cancelled; its remaining shards are dropped.",
+        )
+    if run.status not in run_selectors.ACTIVE:
+        messages.error(request, f"A {run.get_status_display().lower()} run cannot be cancelled.")
+        return redirect("runs:run_detail", run_id=run.pk)
+    return render(
+        request,
+        "runs/cancel.html",
+        {"run": run, "status": run_selectors.run_status(run=run), "unconfirmed": request.method == "POST"},
+        status=400 if request.method == "POST" else 200,
     )
 
 
@@ -193,28 +262,33 @@ def media_file(request: HttpRequest, key: str) -> FileResponse:
 
 # The comparison page embeds its strips and styles: data images and inline CSS only.
 COMPARE_CSP = (
-    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
 )
 
 
 @staff_required
 @require_safe
 def run_compare(request: HttpRequest) -> HttpResponse:
-    """Finished runs side by side (`dissection.compare`): the page, or compare.json with ?format=json."""
+    """Finished runs side by side (`dissection.compare`): the page, compare.json with ?format=json, or one
+    of its tables with ?format=csv&table=NAME. Runs still at work are listed until all are done."""
     ids = [int(value) for value in request.GET.getlist("run") if value.isdigit()]
-    found = {run.pk: run for run in DissectionRun.objects.visible_to(request.user).filter(pk__in=ids)}
+    visible = DissectionRun.objects.visible_to(request.user).select_related("network__base")
+    found = {run.pk: run for run in visible.filter(pk__in=ids)}
     if len(found) != len(set(ids)):
         raise Http404("No such run.")
     runs = [found[pk] for pk in dict.fromkeys(ids)]
-    unfinished = [run.name for run in runs if run.status != DissectionRun.Status.DONE]
-    error = ""
     if len(runs) < 2:
-        error = "Pick at least two finished runs to compare."
-    elif unfinished:
-        error = f"Only finished runs can be compared: {', '.join(unfinished)} is not done."
-    if error:
-        messages.error(request, error)
+        messages.error(request, "Pick at least two finished runs to compare.")
         return redirect("runs:run_list")
+    context: dict[str, Any] = {"runs": runs, "query": request.GET.urlencode()}
+    if any(run.status != DissectionRun.Status.DONE for run in runs):
+        response = render(request, "runs/compare.html", context | {"waiting": True})
+        response["Content-Security-Policy"] = COMPARE_CSP
+        return response
+    table = request.GET.get("table", "")
+    if request.GET.get("format") == "csv" and table not in TABLES:
+        raise Http404(f"No table {table!r}; tables: {', '.join(TABLES)}.")
     with tempfile.TemporaryDirectory() as workdir:
         loaded = run_selectors.runs_compared(runs=runs, workdir=Path(workdir))
         try:
@@ -224,9 +298,24 @@ def run_compare(request: HttpRequest) -> HttpResponse:
             return redirect("runs:run_list")
         document = compare(loaded)
         if request.GET.get("format") == "json":
-            response: HttpResponse = JsonResponse(document)
+            response = JsonResponse(document)
             response["Content-Disposition"] = 'attachment; filename="compare.json"'
             return response
-        response = HttpResponse(compare_html(document, loaded))
+        if request.GET.get("format") == "csv":
+            response = HttpResponse(table_csv(*compare_table(document, table)), content_type="text/csv")
+            response["Content-Disposition"] = f'attachment; filename="compare-{table}.csv"'
+            return response
+        unit_ids = run_selectors.compare_unit_ids(runs=runs)
+
+        def unit_url(run: str, layer: str, channel: int) -> str:
+            unit_id = unit_ids.get((run, layer, channel))
+            return reverse("annotate:unit_detail", args=[unit_id]) if unit_id else ""
+
+        report = compare_body(document, loaded, unit_url=unit_url)
+    query = request.GET.copy()
+    query.pop("format", None)
+    query.pop("table", None)
+    context |= {"report": report, "tables": TABLES, "query": query.urlencode()}
+    response = render(request, "runs/compare.html", context)
     response["Content-Security-Policy"] = COMPARE_CSP
     return response

@@ -1,7 +1,7 @@
 """The Celery application, configured from Django settings (the `CELERY_` names in config/settings.py).
 
-Tasks live beside the services they call (`runs.tasks`); this package holds only the app, its routing (in the
-settings) and the in-process worker of the embedded default.
+Tasks live beside the services they call (`runs.tasks`, `annotate.tasks`); this package holds only the app,
+its routing (in the settings) and the in-process worker of the embedded default.
 """
 
 import os
@@ -12,4 +12,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("unitscope")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["runs"], related_name="tasks")
+app.autodiscover_tasks(["runs", "annotate"], related_name="tasks")

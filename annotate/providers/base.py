@@ -6,10 +6,10 @@ reject, bonus, block) to the outside service and says where a worker goes when t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from annotate.models import Assignment, Batch, CrowdWorker
@@ -17,6 +17,21 @@ if TYPE_CHECKING:
 
 class ProviderError(Exception):
     """An outside crowd service refused or failed a call; the message says which call and why."""
+
+
+Reply = Any
+"""A provider's answer to a decision (decoded JSON; None: nothing was called), kept by the audit trail."""
+
+
+@dataclass
+class BulkApproval:
+    """What a provider did with many approvals sent at once: per assignment pk, approved there, sent but not
+    confirmed yet (the next sync records it), or refused (with why)."""
+
+    approved: set[int] = field(default_factory=set)
+    pending: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+    reply: Reply = None
 
 
 @dataclass
@@ -57,26 +72,33 @@ class CrowdProvider:
     def check_publishable(self, batch: Batch) -> None:
         """Raise ProviderError naming the missing setting when `batch` cannot be published."""
 
-    def publish(self, batch: Batch) -> None:
+    def publish(self, batch: Batch) -> Reply:
         """Make the batch's tasks available to workers (idempotent: a retry creates nothing twice)."""
 
-    def pause(self, batch: Batch) -> None:
+    def pause(self, batch: Batch) -> Reply:
         """Stop new workers from taking tasks."""
 
-    def cancel(self, batch: Batch) -> None:
+    def cancel(self, batch: Batch) -> Reply:
         """Stop the batch for good."""
 
-    def approve(self, assignment: Assignment, feedback: str) -> None:
+    def approve(self, assignment: Assignment, feedback: str) -> Reply:
         """Mirror an approval (pays the worker where the provider pays)."""
 
-    def reject(self, assignment: Assignment, feedback: str) -> None:
-        """Mirror a rejection; `feedback` is never empty."""
+    def approve_many(self, assignments: Sequence[Assignment], feedback: str) -> BulkApproval | None:
+        """Approve many in one call where the provider has one; None: approve them one by one."""
+        return None
 
-    def bonus(self, assignment: Assignment, amount: Decimal, reason: str) -> None:
+    def reject(self, assignment: Assignment, feedback: str, category: str = "") -> Reply:
+        """Mirror a rejection; `feedback` is never empty; `category` is Prolific's rejection category."""
+
+    def bonus(self, assignment: Assignment, amount: Decimal, reason: str) -> Reply:
         """Pay an extra `amount` for `assignment`."""
 
-    def block(self, worker: CrowdWorker, reason: str) -> None:
+    def block(self, worker: CrowdWorker, reason: str) -> Reply:
         """Stop `worker` from working for this requester."""
+
+    def unblock(self, worker: CrowdWorker) -> None:
+        """Let a blocked `worker` work for this requester again."""
 
     def completion_url(self, batch: Batch) -> str | None:
         """Where a worker goes after their last task; None = our own finished page."""

@@ -7,13 +7,48 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from annotate.errors import InvalidAnswer
 from annotate.models import Assignment, Batch, CrowdWorker, Task
+from annotate.selectors.review import (
+    LOW_PRECISION,
+    CrowdWorkerOverview,
+    ReviewFilters,
+    ReviewTask,
+    WorkerStatus,
+    batch_pending,
+    batch_review,
+    batch_typical_time_ms,
+    batch_verification,
+    batch_workers,
+    crowd_worker_name,
+    crowd_worker_overview,
+    review_tasks,
+    worker_answered_count,
+    worker_status,
+)
 from runs.models import DissectionRun, Unit, UnitImage
 
+# The review and worker-status reads live in annotate.selectors.review; callers use them from here.
+__all__ = [
+    "LOW_PRECISION",
+    "CrowdWorkerOverview",
+    "ReviewFilters",
+    "ReviewTask",
+    "WorkerStatus",
+    "batch_pending",
+    "batch_review",
+    "batch_typical_time_ms",
+    "batch_verification",
+    "batch_workers",
+    "crowd_worker_name",
+    "crowd_worker_overview",
+    "review_tasks",
+    "worker_answered_count",
+    "worker_status",
+]
 Status = Assignment.Status
 SELECTION_MODES = ("all", "interpretable", "sample", "list")
 REVIEW_PAGE_SIZE = 25
@@ -121,10 +156,11 @@ def units_select(
     layer: str,
     mode: str,
     sample_size: int | None = None,
-    indices: Sequence[int] = (),
+    numbers: Sequence[int] = (),
     seed: int | None = None,
 ) -> list[Unit]:
-    """Units of `run`'s `layer`: all, interpretable only, a random sample of `sample_size`, or `indices`."""
+    """Units of `run`'s `layer`: all, interpretable only, a random sample of `sample_size`, or the listed unit
+    `numbers` (channel + 1, as tally.csv and the pages number them)."""
     units = run.units.filter(layer=layer).order_by("channel")
     if not units.exists():
         raise InvalidAnswer(f"Layer: run {run.name!r} has no units in layer {layer!r}.")
@@ -141,118 +177,12 @@ def units_select(
             raise InvalidAnswer(f"Sample size: choose between 1 and {len(pool)} units.")
         return sorted(random.Random(seed).sample(pool, sample_size), key=lambda u: u.channel)
     if mode == "list":
-        wanted = list(dict.fromkeys(indices))
+        wanted = list(dict.fromkeys(numbers))
         if not wanted:
-            raise InvalidAnswer("Units: list at least one unit index.")
-        found = {u.channel: u for u in units.filter(channel__in=wanted)}
-        missing = [i for i in wanted if i not in found]
+            raise InvalidAnswer("Units: list at least one unit number.")
+        found = {u.number: u for u in units.filter(channel__in=[n - 1 for n in wanted])}
+        missing = [n for n in wanted if n not in found]
         if missing:
             raise InvalidAnswer(f"Units: layer {layer!r} has no unit {', '.join(map(str, missing))}.")
         return [found[i] for i in wanted]
     raise InvalidAnswer(f"Selection: {mode!r} is not one of {', '.join(SELECTION_MODES)}.")
-
-
-def batch_review(*, batch: Batch) -> QuerySet[Task]:
-    """Tasks with their unit, images and every non-abandoned assignment (answer and worker)."""
-    answered = (
-        Assignment.objects.exclude(status__in=[Status.RETURNED, Status.EXPIRED])
-        .select_related("worker", "annotation")
-        .order_by("submitted_at", "accepted_at")
-    )
-    return (
-        batch.tasks.select_related("unit__run")
-        .prefetch_related(
-            Prefetch("assignments", queryset=answered, to_attr="review_assignments"),
-            Prefetch("unit__images", queryset=UnitImage.objects.order_by("rank")),
-        )
-        .order_by("position")
-    )
-
-
-def batch_workers(*, batch: Batch) -> QuerySet[CrowdWorker]:
-    return (
-        CrowdWorker.objects.filter(assignments__task__batch=batch)
-        .distinct()
-        .annotate(
-            done=Count(
-                "assignments",
-                filter=Q(assignments__task__batch=batch, assignments__status__in=Assignment.DONE),
-            )
-        )
-        .order_by("external_id")
-    )
-
-
-EXPORT_FIELDS = (
-    "batch",
-    "task",
-    "run",
-    "unit_id",
-    "layer",
-    "unit_index",
-    "automatic_label",
-    "gold",
-    "worker",
-    "provider",
-    "assignment",
-    "status",
-    "words",
-    "category",
-    "rejected_ranks",
-    "shown",
-    "precision",
-    "time_spent_ms",
-    "gold_passed",
-    "accepted_at",
-    "submitted_at",
-    "feedback",
-    "worker_label",
-    "verified",
-)
-
-
-def batch_export_rows(*, batch: Batch) -> list[dict[str, Any]]:
-    """One row per assignment that has an answer or a decision (returned/expired ones carry none).
-
-    `worker_label` is the name a local worker typed (shown, never trusted); `verified` false marks an answer
-    the provider has not confirmed yet, which no statistic counts.
-    """
-    assignments = (
-        Assignment.objects.filter(task__batch=batch)
-        .exclude(status__in=[Status.RETURNED, Status.EXPIRED, Status.ACCEPTED])
-        .select_related("task__unit__run", "worker", "annotation")
-        .order_by("task__position", "submitted_at", "pk")
-    )
-    rows = []
-    for a in assignments:
-        unit = a.task.unit
-        annotation = getattr(a, "annotation", None)
-        rows.append(
-            {
-                "batch": str(batch.public_id),
-                "task": str(a.task.public_id),
-                "run": unit.run.name,
-                "unit_id": unit.pk,
-                "layer": unit.layer,
-                "unit_index": unit.channel,
-                "automatic_label": unit.label,
-                "gold": a.task.is_gold,
-                "worker": a.worker.external_id,
-                "provider": a.worker.provider,
-                "assignment": str(a.public_id),
-                "status": a.status,
-                "words": annotation.words if annotation else "",
-                "category": annotation.category if annotation else "",
-                "rejected_ranks": list(annotation.rejected_ranks) if annotation else [],
-                "shown": annotation.shown_count if annotation else None,
-                "precision": annotation.precision if annotation else None,
-                "time_spent_ms": annotation.time_spent_ms if annotation else None,
-                "gold_passed": a.gold_passed,
-                "accepted_at": a.accepted_at.isoformat(),
-                "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
-                "feedback": a.feedback,
-                "worker_label": a.worker.label,
-                "verified": a.verified,
-            }
-        )
-    return rows

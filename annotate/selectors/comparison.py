@@ -6,11 +6,16 @@ task on them. Verification answers come from every verify task on the units, in 
 batch's dashboard shows the verdicts of the verification batch made from it. A run's comparison covers
 its units and every answer on them. A worker who answered a unit more than once counts once, with
 their latest answer; rejected answers, abandoned assignments and answers the provider has not confirmed
-(unverified MTurk assignments) count never.
+(unverified MTurk assignments) count never. Units are named by the project's numbering: "conv4 unit 98"
+is channel 97, and each links to its unit page.
+
+The dashboard reads its figures from `ComparisonSummary` (see `comparison_cached`); `comparison_fingerprint`
+names the inputs those figures depend on, cheaply (a few queries of ids), so a page can tell they are stale.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +26,11 @@ from django.urls import reverse
 
 from agreement.aggregation import consensus_word
 from agreement.broden import BRODEN_CATEGORIES
-from agreement.records import SOURCES, Answer, UnitRecord, VerificationAnswer
+from agreement.records import DEFAULT_MIN_ANSWERS, SOURCES, Answer, UnitRecord, VerificationAnswer
 from agreement.summary import rows_to_csv, summarize
 from agreement.words import synonyms_from_label_csv
-from annotate import selectors
 from annotate.export import csv_cell
-from annotate.models import Annotation, Assignment, Batch, Task
+from annotate.models import Annotation, Assignment, Batch, ComparisonSummary, Task
 from runs.models import DissectionRun, Unit
 
 COUNTED = (Assignment.Status.SUBMITTED, Assignment.Status.APPROVED)
@@ -34,6 +38,10 @@ COUNTED = (Assignment.Status.SUBMITTED, Assignment.Status.APPROVED)
 LABEL_CSV = "label.csv"
 
 Aggregation = Literal["dawid_skene", "majority"]
+N_RESAMPLES = 1000
+"""Bootstrap resamples of the dashboard's intervals."""
+SUMMARY_VERSION = 2
+"""Part of every fingerprint: raise it when `summarize` or the plots change, so stored figures are redone."""
 
 
 @dataclass
@@ -44,11 +52,13 @@ class ComparisonInput:
     verification: list[VerificationAnswer]
     synonyms: dict[str, str] | None
     notes: list[str] = field(default_factory=list)
+    min_answers: int = DEFAULT_MIN_ANSWERS
 
 
 def unit_key(unit: Unit, *, with_run: bool = False) -> str:
-    """How tables name a unit: `layer#channel`, prefixed by the run's name when units of several runs mix."""
-    key = f"{unit.layer}#{unit.channel}"
+    """How tables name a unit: "conv4 unit 98" (NetDissect's 1-based unit, channel + 1), prefixed by the
+    run's name when units of several runs mix."""
+    key = f"{unit.layer} unit {unit.channel + 1}"
     return f"{unit.run.name}/{key}" if with_run else key
 
 
@@ -65,7 +75,7 @@ def unit_dissection(unit: Unit) -> tuple[str | None, str | None, str | None]:
             None,
             None,
             (
-                f"unit {unit.layer}#{unit.channel} of run {unit.run.name!r}: "
+                f"{unit_key(unit)} (channel {unit.channel}) of run {unit.run.name!r}: "
                 f"category {unit.concept_category!r} is not a Broden category "
                 f"({', '.join(BRODEN_CATEGORIES)}); its dissection label {unit.label!r} is left out"
             ),
@@ -96,27 +106,6 @@ def _synonyms(runs: Iterable[DissectionRun], notes: list[str]) -> dict[str, str]
     return merged or None
 
 
-def _review_urls(units: Sequence[Unit]) -> dict[int, str]:
-    """Per unit pk, its place on the review page of the first label batch that holds it."""
-    wanted = {unit.pk for unit in units}
-    urls: dict[int, str] = {}
-    batches = (
-        Batch.objects.filter(tasks__unit__in=wanted, tasks__kind=Task.Kind.LABEL)
-        .filter(project__in={unit.run.project_id for unit in units})
-        .distinct()
-        .order_by("created_at", "pk")
-    )
-    for batch in batches:
-        tasks = list(batch.tasks.order_by("position").values_list("unit_id", "public_id"))
-        base = reverse("annotate:batch_review", args=[batch.public_id])
-        for number, (unit_id, public_id) in enumerate(tasks):
-            if unit_id in wanted and unit_id not in urls:
-                urls[unit_id] = f"{base}?page={number // selectors.REVIEW_PAGE_SIZE + 1}#task-{public_id}"
-        if len(urls) == len(wanted):
-            break
-    return urls
-
-
 def _latest_per_worker(annotations: Iterable[Annotation]) -> dict[int, dict[int, Annotation]]:
     """unit pk -> worker pk -> that worker's latest counted annotation on the unit."""
     latest: dict[int, dict[int, Annotation]] = {}
@@ -139,7 +128,6 @@ def _records(
 ) -> list[UnitRecord]:
     with_run = len({unit.run_id for unit in units}) > 1
     latest = _latest_per_worker(_counted(label_answers))
-    urls = _review_urls(units)
     records = []
     for unit in units:
         label, category, note = unit_dissection(unit)
@@ -162,22 +150,26 @@ def _records(
                 auto_category=category,
                 iou=unit.iou if label is not None else None,
                 answers=answers,
-                url=urls.get(unit.pk),
+                url=reverse("annotate:unit_detail", args=[unit.pk]),
             )
         )
     return records
 
 
-def _verification(units: Sequence[Unit]) -> list[VerificationAnswer]:
-    with_run = len({unit.run_id for unit in units}) > 1
-    by_pk = {unit.pk: unit for unit in units}
-    answers = _counted(
+def _verify_answers(unit_ids: Iterable[int]) -> QuerySet[Annotation]:
+    return _counted(
         Annotation.objects.filter(
-            assignment__task__unit__in=list(by_pk),
+            assignment__task__unit__in=list(unit_ids),
             assignment__task__kind=Task.Kind.VERIFY,
             verify_answer__isnull=False,
         )
     )
+
+
+def _verification(units: Sequence[Unit]) -> list[VerificationAnswer]:
+    with_run = len({unit.run_id for unit in units}) > 1
+    by_pk = {unit.pk: unit for unit in units}
+    answers = _verify_answers(by_pk)
     latest: dict[tuple[int, str, int], Annotation] = {}
     for annotation in answers:
         task = annotation.assignment.task
@@ -201,31 +193,42 @@ def batch_units(*, batch: Batch) -> list[Unit]:
     return list(dict.fromkeys(task.unit for task in tasks))
 
 
-def batch_comparison_input(*, batch: Batch) -> ComparisonInput:
-    units = batch_units(batch=batch)
+def _batch_label_answers(batch: Batch, unit_ids: Iterable[int]) -> QuerySet[Annotation]:
     label = Annotation.objects.filter(assignment__task__kind=Task.Kind.LABEL)
     if batch.tasks.filter(kind=Task.Kind.LABEL).exists():
-        label = label.filter(assignment__task__batch=batch)
-    else:
-        label = label.filter(assignment__task__unit__in=[unit.pk for unit in units])
+        return label.filter(assignment__task__batch=batch)
+    return label.filter(assignment__task__unit__in=list(unit_ids))
+
+
+def _run_label_answers(run: DissectionRun) -> QuerySet[Annotation]:
+    return Annotation.objects.filter(assignment__task__kind=Task.Kind.LABEL, assignment__task__unit__run=run)
+
+
+def batch_comparison_input(*, batch: Batch) -> ComparisonInput:
+    units = batch_units(batch=batch)
     notes: list[str] = []
-    records = _records(units, label, notes)
+    records = _records(units, _batch_label_answers(batch, [unit.pk for unit in units]), notes)
     synonyms = _synonyms(dict.fromkeys(unit.run for unit in units), notes)
-    return ComparisonInput(records, _verification(units), synonyms, notes)
+    return ComparisonInput(records, _verification(units), synonyms, notes, min_answers=batch.min_answers)
 
 
 def run_comparison_input(*, run: DissectionRun) -> ComparisonInput:
+    """A run's units and every answer on them, with the default minimum of answers (a run has no setting)."""
     units = list(run.units.select_related("run").order_by("layer", "channel"))
-    label = Annotation.objects.filter(assignment__task__kind=Task.Kind.LABEL, assignment__task__unit__run=run)
     notes: list[str] = []
-    records = _records(units, label, notes)
+    records = _records(units, _run_label_answers(run), notes)
     return ComparisonInput(records, _verification(units), _synonyms([run], notes), notes)
 
 
 def comparison_summarize(
-    *, data: ComparisonInput, aggregation: Aggregation = "dawid_skene", n_resamples: int = 1000, seed: int = 0
+    *,
+    data: ComparisonInput,
+    aggregation: Aggregation = "dawid_skene",
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """`summarize` of `data` (JSON-ready: the dashboard, the exports and `compare` read it)."""
+    """`summarize` of `data` with its minimum of answers (JSON-ready: the dashboard, the exports and
+    `compare` read it)."""
     summary = summarize(
         data.records,
         verification=data.verification,
@@ -233,9 +236,72 @@ def comparison_summarize(
         aggregation=aggregation,
         n_resamples=n_resamples,
         seed=seed,
+        min_answers=data.min_answers,
     )
     summary["notes"] = list(data.notes)
     return summary
+
+
+def _label_csv_state(run_ids: Iterable[int]) -> list[tuple[int, int, int]]:
+    """(run, mtime, size) of each run's probe-set label.csv that exists: editing synonyms changes figures."""
+    state = []
+    for run in DissectionRun.objects.filter(pk__in=set(run_ids)).select_related("probe_set").order_by("pk"):
+        if run.probe_set is None or "://" in run.probe_set.path:
+            continue
+        try:
+            stat = (Path(run.probe_set.path) / LABEL_CSV).stat()
+        except OSError:
+            continue
+        state.append((run.pk, stat.st_mtime_ns, stat.st_size))
+    return state
+
+
+def comparison_fingerprint(
+    *, batch: Batch | None = None, run: DissectionRun | None = None, aggregation: Aggregation
+) -> str:
+    """A digest of everything the comparison of `batch` (or `run`) reads: its units and their dissection
+    results, the ids of the answers that count (in the order they are read: a rejection, a confirmation or
+    a new answer changes them; answers are never edited), the minimum of answers, the aggregation, the
+    probe sets' synonyms and `SUMMARY_VERSION`."""
+    if (batch is None) == (run is None):
+        raise ValueError("comparison_fingerprint takes a batch or a run")
+    unit_fields = ("unit_id", "unit__layer", "unit__channel", "unit__label", "unit__concept_category")
+    if batch is not None:
+        units = list(
+            batch.tasks.order_by("position").values_list(
+                *unit_fields, "unit__run__name", "unit__iou", "unit__run_id"
+            )
+        )
+        unit_ids = [row[0] for row in units]
+        label = _batch_label_answers(batch, unit_ids)
+        minimum = batch.min_answers
+    else:
+        assert run is not None
+        units = list(
+            run.units.order_by("layer", "channel").values_list(
+                "pk", "layer", "channel", "label", "concept_category", "run__name", "iou", "run_id"
+            )
+        )
+        unit_ids = [row[0] for row in units]
+        label = _run_label_answers(run)
+        minimum = DEFAULT_MIN_ANSWERS
+    parts: list[object] = [
+        SUMMARY_VERSION,
+        aggregation,
+        minimum,
+        units,
+        list(_counted(label).values_list("pk", flat=True)),
+        list(_verify_answers(unit_ids).values_list("pk", flat=True)),
+        _label_csv_state(row[-1] for row in units),
+    ]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def comparison_cached(
+    *, batch: Batch | None = None, run: DissectionRun | None = None, aggregation: Aggregation
+) -> ComparisonSummary | None:
+    """The stored figures of `batch` (or `run`) for `aggregation`, fresh or not; None before the first."""
+    return ComparisonSummary.objects.filter(batch=batch, run=run, aggregation=aggregation).first()
 
 
 def batch_consensus_words(*, batch: Batch) -> dict[int, str]:

@@ -18,6 +18,7 @@ from annotate.services.batches import (
     GoldAnswer,
     batch_cancel,
     batch_create,
+    batch_export_record,
     batch_pause,
     batch_publish,
     batch_sync,
@@ -26,6 +27,7 @@ from annotate.services.crowd_workers import (
     crowd_worker_block,
     crowd_worker_create,
     crowd_worker_get_or_create,
+    crowd_worker_unblock,
     random_worker_id,
 )
 from annotate.services.review import (
@@ -34,6 +36,7 @@ from annotate.services.review import (
     assignment_reject,
     assignment_send_bonus,
     assignments_review,
+    batch_approve_rest,
     batch_refresh_state,
 )
 
@@ -53,8 +56,10 @@ __all__ = [
     "assignment_send_bonus",
     "assignment_verify",
     "assignments_review",
+    "batch_approve_rest",
     "batch_cancel",
     "batch_create",
+    "batch_export_record",
     "batch_pause",
     "batch_publish",
     "batch_refresh_state",
@@ -62,5 +67,6 @@ __all__ = [
     "crowd_worker_block",
     "crowd_worker_create",
     "crowd_worker_get_or_create",
+    "crowd_worker_unblock",
     "random_worker_id",
 ]

@@ -35,12 +35,15 @@ from annotate.errors import (
     AssignmentExpired,
     BatchClosed,
     InvalidAnswer,
+    QualificationRequired,
     TaskFull,
     WorkerBlocked,
     WrongProvider,
 )
 from annotate.models import Annotation, Assignment, Batch, CrowdWorker, Task
 from annotate.providers import ProviderError, RemoteAssignment, get_provider
+from annotate.selectors.qualifications import qualification_refusal
+from annotate.services.comparison import comparison_inputs_changed
 from annotate.services.crowd_workers import crowd_worker_block
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,9 @@ def _accept_once(task_id: int, worker_id: int, now: datetime, provider_ids: dict
     _check_accepting(task.batch, now)
     if worker.blocked:
         raise WorkerBlocked("Your worker account may no longer take tasks from this requester.")
+    refusal = qualification_refusal(batch=task.batch, worker=worker)
+    if refusal:
+        raise QualificationRequired(refusal)
     if worker.provider != task.batch.provider:
         raise WrongProvider(
             f"This task is offered through {task.batch.get_provider_display()}; open it from there."
@@ -251,6 +257,7 @@ def _submit_once(
     if assignment.verified:
         block_reason = _score_gold(assignment, annotation, now)
     assignment.save()
+    comparison_inputs_changed(unit_ids=[task.unit_id])
     return SubmitOutcome(annotation, replay=False, block_reason=block_reason)
 
 
@@ -293,11 +300,11 @@ def _score_gold(assignment: Assignment, annotation: Annotation, now: datetime) -
     return ""
 
 
-def _block(worker_id: int, reason: str) -> None:
-    """Block after the answer is safely stored; a provider failure blocks here only."""
+def _block(worker_id: int, reason: str, batch: Batch) -> None:
+    """Block after the answer is safely stored, by `batch`'s rule; a provider failure blocks here only."""
     worker = CrowdWorker.objects.get(pk=worker_id)
     try:
-        crowd_worker_block(worker=worker, reason=reason)
+        crowd_worker_block(worker=worker, reason=reason, batch=batch)
     except ProviderError:
         log.exception("could not block worker %s at the provider; blocked here only", worker)
         CrowdWorker.objects.filter(pk=worker.pk).update(blocked=True, blocked_reason=reason)
@@ -346,8 +353,9 @@ def assignment_verify(
         if annotation is not None and locked.status in (Status.SUBMITTED, Status.APPROVED):
             block_reason = _score_gold(locked, annotation, now)
         locked.save()
+        comparison_inputs_changed(unit_ids=[task.unit_id])
     if block_reason:
-        _block(locked.worker_id, block_reason)
+        _block(locked.worker_id, block_reason, task.batch)
     return True
 
 
@@ -388,6 +396,6 @@ def annotation_submit(
             raise
         outcome = SubmitOutcome(stored, replay=True)
     if outcome.block_reason:
-        _block(assignment.worker_id, outcome.block_reason)
+        _block(assignment.worker_id, outcome.block_reason, assignment.task.batch)
     _verify_at_provider(assignment.pk)
     return outcome

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agreement import categories
+from agreement.records import DEFAULT_MIN_ANSWERS
 from annotate.errors import (
     InvalidAnswer,
     ReviewError,
@@ -20,8 +21,13 @@ from annotate.errors import (
 from annotate.models import Assignment, Batch, Provider, Task
 from annotate.providers import RemoteAssignment, SyncResult, get_provider
 from annotate.services.assignments import AUTO_REJECT_FEEDBACK, assignment_verify
+from annotate.services.comparison import comparison_inputs_changed
+from annotate.services.prolific import prolific_batch_sync
 from runs.access import may_use_project
+from runs.audit import audit_event_record
+from runs.errors import RunError
 from runs.models import Project, Unit
+from runs.services import unit_tiles_ensure
 
 log = logging.getLogger(__name__)
 Status = Assignment.Status
@@ -49,6 +55,7 @@ def batch_create(
     block_below_accuracy: float | None = None,
     block_min_gold: int = 2,
     prolific_completion_code: str = "",
+    min_answers: int = DEFAULT_MIN_ANSWERS,
     project: Project | None = None,
     created_by: Any = None,
 ) -> Batch:
@@ -87,6 +94,10 @@ def batch_create(
             raise InvalidAnswer("Gold units: every gold unit needs at least one accepted word.")
     if provider not in Provider.values:
         raise InvalidAnswer(f"Provider: {provider!r} is not one of {', '.join(Provider.values)}.")
+    try:  # the units' full-size tiles, made once and before the batch exists (storage I/O, no lock held)
+        unit_tiles_ensure(unit_ids=[unit.pk for unit in unit_list])
+    except RunError as exc:
+        raise InvalidAnswer(f"Units: {exc}") from None
     with transaction.atomic():
         batch = Batch(
             project=owner,
@@ -102,6 +113,7 @@ def batch_create(
             block_below_accuracy=block_below_accuracy,
             block_min_gold=block_min_gold,
             prolific_completion_code=prolific_completion_code.strip(),
+            min_answers=min_answers,
             created_by=created_by,
         )
         batch.full_clean()
@@ -124,8 +136,21 @@ def batch_create(
     return batch
 
 
-def batch_publish(*, batch: Batch, now: datetime | None = None) -> Batch:
-    """Open a draft or paused batch to workers; the provider publishes first (idempotently)."""
+def _audit(batch: Batch, action: str, actor: Any, reply: Any) -> None:
+    audit_event_record(
+        project=batch.project,
+        action=action,
+        actor=actor,
+        batch_key=batch.public_id,
+        subject=f"batch {batch.title!r} ({batch.get_provider_display()})",
+        details={"state": batch.state},
+        provider_reply=reply,
+    )
+
+
+def batch_publish(*, batch: Batch, now: datetime | None = None, actor: Any = None) -> Batch:
+    """Open a draft or paused batch to workers; the provider publishes first (idempotently). `actor`, the
+    requester, is recorded in the audit trail with the provider's reply."""
     if batch.state not in (Batch.State.DRAFT, Batch.State.PAUSED):
         raise ReviewError(f"A {batch.get_state_display().lower()} batch cannot be published.")
     if not batch.tasks.exists():
@@ -136,43 +161,62 @@ def batch_publish(*, batch: Batch, now: datetime | None = None) -> Batch:
     if batch.expires_at is None:
         Batch.objects.filter(pk=batch.pk).update(expires_at=now + batch.lifetime)
         batch.expires_at = now + batch.lifetime
-    provider.publish(batch)
+    reply = provider.publish(batch)
     with transaction.atomic():
         batch.state = Batch.State.PUBLISHED
         batch.published_at = batch.published_at or now
         batch.save(update_fields=["state", "published_at", "updated_at"])
+        _audit(batch, "publish", actor, reply)
     return batch
 
 
-def batch_pause(*, batch: Batch) -> Batch:
+def batch_pause(*, batch: Batch, actor: Any = None) -> Batch:
     """Stop handing out tasks; accepted assignments may still be submitted."""
     if batch.state != Batch.State.PUBLISHED:
         raise ReviewError("Only a published batch can be paused.")
-    get_provider(batch.provider).pause(batch)
-    batch.state = Batch.State.PAUSED
-    batch.save(update_fields=["state", "updated_at"])
+    reply = get_provider(batch.provider).pause(batch)
+    with transaction.atomic():
+        batch.state = Batch.State.PAUSED
+        batch.save(update_fields=["state", "updated_at"])
+        _audit(batch, "pause", actor, reply)
     return batch
 
 
-def batch_cancel(*, batch: Batch) -> Batch:
+def batch_cancel(*, batch: Batch, actor: Any = None) -> Batch:
     """Close the batch for good; unsubmitted assignments are returned, submitted ones stay reviewable."""
     if batch.state in (Batch.State.CANCELLED, Batch.State.FINISHED):
         raise ReviewError(f"This batch is already {batch.get_state_display().lower()}.")
-    if batch.state != Batch.State.DRAFT:
-        get_provider(batch.provider).cancel(batch)
+    reply = get_provider(batch.provider).cancel(batch) if batch.state != Batch.State.DRAFT else None
     with transaction.atomic():
         batch.state = Batch.State.CANCELLED
         batch.save(update_fields=["state", "updated_at"])
         Assignment.objects.filter(task__batch=batch, status=Status.ACCEPTED).update(
             status=Status.RETURNED, slot=None
         )
+        _audit(batch, "cancel", actor, reply)
     return batch
+
+
+def batch_export_record(*, batch: Batch, what: str, rows: int, actor: Any = None) -> None:
+    """Record in the audit trail that `actor` exported `what` (e.g. "answers as csv") of `batch`."""
+    with transaction.atomic():
+        audit_event_record(
+            project=batch.project,
+            action="export",
+            actor=actor,
+            batch_key=batch.public_id,
+            subject=f"batch {batch.title!r}: {what}",
+            details={"rows": rows},
+        )
 
 
 def batch_sync(*, batch: Batch) -> SyncResult:
     """Reconcile assignment states with the batch's provider: confirm the assignments it reports for the
     same worker and HIT (`assignment_verify`), push decisions made here that the provider has not seen,
-    mirror decisions made there. The provider only reports what it holds; the rules are here."""
+    mirror decisions made there. The provider only reports what it holds; the rules are here (Prolific's,
+    whose records are whole sessions, in `annotate.services.prolific`)."""
+    if batch.provider == Provider.PROLIFIC:
+        return prolific_batch_sync(batch=batch)
     provider = get_provider(batch.provider)
     result = SyncResult()
     for remote in provider.remote_assignments(batch):
@@ -212,4 +256,5 @@ def _reconcile(provider: Any, batch: Batch, remote: RemoteAssignment, result: Sy
             local.slot = None
             local.feedback = remote.feedback or local.feedback
         local.save(update_fields=["status", "slot", "feedback", "reviewed_at"])
+        comparison_inputs_changed(unit_ids=[local.task.unit_id])
         result.updated += 1

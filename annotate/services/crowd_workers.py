@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import Any
 
 from django.db import IntegrityError, transaction
 
@@ -12,8 +13,9 @@ from annotate.errors import (
     InvalidAnswer,
     ReviewError,
 )
-from annotate.models import Assignment, CrowdWorker
+from annotate.models import Assignment, Batch, CrowdWorker
 from annotate.providers import get_provider
+from runs.audit import audit_event_record
 
 log = logging.getLogger(__name__)
 Status = Assignment.Status
@@ -43,21 +45,52 @@ def crowd_worker_create(*, provider: str, label: str = "") -> CrowdWorker:
     return CrowdWorker.objects.create(provider=provider, external_id=random_worker_id(), label=label)
 
 
-def crowd_worker_block(*, worker: CrowdWorker, reason: str) -> CrowdWorker:
-    """Block `worker` here and at their provider; their unsubmitted assignments are returned."""
+def crowd_worker_block(
+    *, worker: CrowdWorker, reason: str, actor: Any = None, batch: Batch | None = None
+) -> CrowdWorker:
+    """Block `worker` here and at their provider; their unsubmitted assignments are returned. The block is
+    recorded in the audit trail of `batch`, the batch it was decided from, or else of the batch the worker
+    last worked on (`actor` None: by the batch's rule)."""
     reason = reason.strip()
     if not reason:
         raise ReviewError("Blocking needs a reason.")
     with transaction.atomic():
         locked = CrowdWorker.objects.select_for_update().get(pk=worker.pk)
-        if not locked.blocked:
-            get_provider(locked.provider).block(locked, reason)
+        reply = get_provider(locked.provider).block(locked, reason) if not locked.blocked else None
+        if batch is None:
+            last = (
+                Assignment.objects.filter(worker=locked).select_related("task__batch").order_by("-pk").first()
+            )
+            batch = last.task.batch if last is not None else None
+        if batch is not None:
+            audit_event_record(
+                project=batch.project,
+                action="block",
+                actor=actor,
+                batch_key=batch.public_id,
+                subject=f"crowd worker {locked}",
+                details={"reason": reason, "already_blocked": locked.blocked},
+                provider_reply=reply,
+            )
         locked.blocked = True
         locked.blocked_reason = reason
         locked.save(update_fields=["blocked", "blocked_reason"])
         Assignment.objects.filter(worker=locked, status=Status.ACCEPTED).update(
             status=Status.RETURNED, slot=None
         )
+    return locked
+
+
+def crowd_worker_unblock(*, worker: CrowdWorker) -> CrowdWorker:
+    """Let a blocked worker take tasks again, here and at their provider."""
+    with transaction.atomic():
+        locked = CrowdWorker.objects.select_for_update().get(pk=worker.pk)
+        if not locked.blocked:
+            raise ReviewError(f"{locked.external_id} is not blocked.")
+        get_provider(locked.provider).unblock(locked)
+        locked.blocked = False
+        locked.blocked_reason = ""
+        locked.save(update_fields=["blocked", "blocked_reason"])
     return locked
 
 

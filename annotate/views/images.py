@@ -8,6 +8,7 @@ Content-Disposition), and only the ranks the task shows are served.
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 
 from django.http import FileResponse, Http404, HttpRequest
@@ -16,6 +17,11 @@ from django.views.decorators.http import require_safe
 
 from annotate import selectors
 from annotate.models import Task
+from runs.errors import RunError
+from runs.models import UnitImage
+from runs.services import unit_tiles_ensure
+
+log = logging.getLogger(__name__)
 
 CACHE_CONTROL = "private, max-age=3600"
 
@@ -24,7 +30,18 @@ CACHE_CONTROL = "private, max-age=3600"
 def task_image(request: HttpRequest, task_id: str, rank: int) -> FileResponse:
     """Image `rank` of the task (its preview and answer pages show these), or 404."""
     task = get_object_or_404(Task.objects.select_related("batch", "unit"), public_id=task_id)
-    image = selectors.task_image(task=task, rank=rank)
+    return unit_image_response(selectors.task_image(task=task, rank=rank))
+
+
+def unit_image_response(image: UnitImage | None) -> FileResponse:
+    """`image` as a bare image response (no file name), its tiles made first if need be; None is a 404."""
+    if image is not None and not image.image.name:  # a dissected unit's tiles are made on first need
+        try:
+            unit_tiles_ensure(unit_ids=[image.unit_id])
+        except RunError:
+            log.exception("tiles of unit %s could not be made", image.unit_id)
+            raise Http404("No such image.") from None
+        image.refresh_from_db(fields=["image"])
     name = image.image.name if image is not None else None
     if image is None or not name:
         raise Http404("No such image.")

@@ -1,5 +1,5 @@
 """Worker pages: the batch link (local and Prolific), the personal link, task preview, the answer form,
-returning a task.
+returning a task, and the worker's status page (their answers, decisions, feedback and bonuses).
 
 A worker is identified by the session, per batch: the Prolific study URL logs in its participant, and on the
 local link starting makes a new worker whose personal link (the worker's id signed for the batch) is the
@@ -10,12 +10,15 @@ only way back in; a typed name never logs anyone in. MTurk's frame has its own p
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.core import signing
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import (
@@ -33,6 +36,7 @@ from annotate.forms import (
 )
 from annotate.models import Assignment, Batch, CrowdWorker, Provider, Task
 from annotate.providers import get_provider, prolific
+from annotate.selectors.qualifications import FAILED_MESSAGE, qualification_refusal
 
 SESSION_WORKERS = "annotate_workers"
 """Session key: {batch public id: the public id of the worker this browser is on that batch}."""
@@ -90,10 +94,14 @@ def _login_worker(request: HttpRequest, batch: Batch, worker: CrowdWorker) -> No
 
 
 def _link_context(request: HttpRequest, batch: Batch, worker: CrowdWorker | None) -> dict[str, Any]:
-    """The personal link to show a local worker (Prolific and MTurk bring their people back themselves)."""
-    if worker is None or batch.provider != Provider.LOCAL:
+    """The link to a known worker's status page, and the personal link to show a local worker (Prolific and
+    MTurk bring their people back themselves)."""
+    if worker is None or batch.provider == Provider.MTURK:
         return {}
-    return {"personal_link": request.build_absolute_uri(personal_link(batch, worker))}
+    links = {"status_url": reverse("annotate:worker_status", args=[batch.public_id])}
+    if batch.provider == Provider.LOCAL:
+        links["personal_link"] = request.build_absolute_uri(personal_link(batch, worker))
+    return links
 
 
 def task_context(task: Task, **extra: Any) -> dict[str, Any]:
@@ -143,11 +151,59 @@ def batch_start(request: HttpRequest, batch_id: str) -> HttpResponse:
         if _worker_create_throttled(request):
             return too_many_requests(request, batch)
         if not form.is_valid():
-            return render(request, "annotate/worker/start.html", {"batch": batch, "form": form}, status=400)
-        worker = services.crowd_worker_create(provider=Provider.LOCAL, label=form.cleaned_data["worker_id"])
+            return render(
+                request,
+                "annotate/worker/start.html",
+                {"batch": batch, "form": form, **_start_context(batch)},
+                status=400,
+            )
+        worker = _returning_local_worker(request, batch) or services.crowd_worker_create(
+            provider=Provider.LOCAL, label=form.cleaned_data["worker_id"]
+        )
         return redirect(personal_link(batch, worker))
     current = _session_worker(request, batch)
-    return render(request, "annotate/worker/start.html", {"batch": batch, "form": form, "current": current})
+    return render(
+        request,
+        "annotate/worker/start.html",
+        {"batch": batch, "form": form, "current": current, **_start_context(batch)},
+    )
+
+
+def _returning_local_worker(request: HttpRequest, batch: Batch) -> CrowdWorker | None:
+    """The local worker this browser last worked as on another batch, when `batch` requires a
+    qualification: their qualification results live on that worker record, so they start as it again
+    (without one, every start on the local link makes a new worker)."""
+    if not batch.qualifications.exists():
+        return None
+    public_ids = [
+        pid for key, pid in request.session.get(SESSION_WORKERS, {}).items() if key != str(batch.public_id)
+    ]
+    return (
+        CrowdWorker.objects.filter(public_id__in=public_ids, provider=Provider.LOCAL, blocked=False)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _start_context(batch: Batch) -> dict[str, Any]:
+    """What the start page tells a worker before they begin: pay, time and number of tasks."""
+    return {
+        "task_count": batch.tasks.count(),
+        "time_allowed": _duration_words(batch.assignment_duration),
+        "typical_time_ms": selectors.batch_typical_time_ms(batch=batch),
+    }
+
+
+def _duration_words(duration: timedelta) -> str:
+    """A time limit as people say it: '30 minutes', '1 hour 30 minutes', '45 seconds'."""
+    seconds = int(duration.total_seconds())
+    if seconds < 60:
+        return f"{seconds} second{pluralize(seconds)}"
+    hours, minutes = divmod(seconds // 60, 60)
+    parts = [f"{hours} hour{pluralize(hours)}"] if hours else []
+    if minutes or not hours:
+        parts.append(f"{minutes} minute{pluralize(minutes)}")
+    return " ".join(parts)
 
 
 @require_safe
@@ -181,6 +237,11 @@ def batch_next(request: HttpRequest, batch_id: str) -> HttpResponse:
     if current is not None:
         return redirect("annotate:assignment", assignment_id=current.public_id)
     if batch.state == Batch.State.PUBLISHED:
+        refusal = qualification_refusal(batch=batch, worker=worker)
+        if refusal == FAILED_MESSAGE:
+            return worker_error(request, refusal, 403, batch)
+        if refusal:
+            return redirect("annotate:qualification_test", batch_id=batch.public_id)
         services.assignment_expire_overdue()
         task = selectors.tasks_open_for_worker(batch=batch, worker=worker).first()
         if task is not None:
@@ -199,6 +260,33 @@ def batch_next(request: HttpRequest, batch_id: str) -> HttpResponse:
     if completion:
         return redirect(completion)
     return render(request, "annotate/worker/finished.html", context)
+
+
+@require_safe
+def worker_status(request: HttpRequest, batch_id: str) -> HttpResponse:
+    """The session worker's own answers in the batch with the requester's decisions, feedback and bonuses;
+    never a unit's automatic label, a gold answer or which task was a check (unless they failed it)."""
+    batch = get_object_or_404(Batch, public_id=batch_id)
+    if batch.provider == Provider.MTURK:
+        return worker_error(request, "This batch runs on Amazon Mechanical Turk; see your work there.", 404)
+    worker = _session_worker(request, batch)
+    if worker is None:
+        return worker_error(
+            request,
+            "Open your personal link (or the study link) first: it tells this page who you are.",
+            403,
+            batch,
+        )
+    return render(
+        request,
+        "annotate/worker/status.html",
+        {
+            "batch": batch,
+            "worker": worker,
+            "status": selectors.worker_status(batch=batch, worker=worker),
+            **_link_context(request, batch, worker),
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -271,6 +359,8 @@ def assignment_work(request: HttpRequest, assignment_id: str) -> HttpResponse:
         services.annotation_submit(assignment=assignment, **form.answer_kwargs())
     except AnnotateError as exc:
         return render(request, "annotate/worker/task.html", {**context, "error": str(exc)}, status=exc.status)
+    done = selectors.worker_answered_count(batch=task.batch, worker=assignment.worker)
+    messages.success(request, f"Saved — task {done} of {task.batch.tasks.count()}.")
     return redirect("annotate:batch_next", batch_id=task.batch.public_id)
 
 

@@ -155,8 +155,27 @@ def test_summary_plots_add_the_verification_bars_when_answers_exist() -> None:
     plots = summary_plots(summarize(records, verification=verification, n_resamples=30))
     assert "verification" not in summary_plots(summarize(records, n_resamples=30))
     root = _parse(plots["verification"])
-    assert root.find(f"{SVG}title").text == "Labels judged correct in blind verification"
+    assert root.find(f"{SVG}title").text == (
+        "Labels judged correct in blind verification\n"
+        "human labels: 6 units · 18 judgements and dissection labels: 6 units · 18 judgements"
+    )
     assert "Network Dissection label: layer0 0.67, layer1 1.00" in root.find(f"{SVG}desc").text
+
+
+def test_every_summary_plot_says_how_many_units_and_answers_it_rests_on() -> None:
+    records = _records(10)
+    one_answer = UnitRecord("lone", "layer0", "dog", "object", 0.05, (Answer("w0", "dog", "object", 0.8),))
+    plots = summary_plots(summarize([*records, one_answer], n_resamples=20))
+    # 10 counted units of three answers each; the unit with one answer (below the minimum of 2) is left out
+    agreement = _parse(plots["agreement"])
+    assert agreement.find(f"{SVG}title").text.endswith(
+        "10 units · 30 answers on units with at least 2 answers"
+    )
+    texts = _texts(agreement)
+    assert "5 units · 15 answers" in texts  # under each layer's name
+    assert _parse(plots["confusion"]).find(f"{SVG}title").text.endswith("\n10 units · 30 answers")
+    scatter = _parse(plots["scatter"]).find(f"{SVG}title").text
+    assert scatter.endswith("\n10 units · 30 answers")
 
 
 def test_every_text_is_drawn_literally_even_with_dollar_signs() -> None:

@@ -281,6 +281,7 @@ def test_verification_report_hand_computed() -> None:
     conv5 = summary["layers"]["conv5"]["verification"]
     assert conv5["human"] == {
         "units": 2,
+        "answers": 5,
         "correct": 1,
         "share": 0.5,
         "ci": pytest.approx(list(proportion_confint(1, 2, method="wilson"))),
@@ -291,6 +292,7 @@ def test_verification_report_hand_computed() -> None:
     assert conv4["human"]["share"] == 1.0
     assert conv4["dissection"] == {
         "units": 0,
+        "answers": 0,
         "correct": 0,
         "share": None,
         "ci": None,

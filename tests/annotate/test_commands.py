@@ -24,14 +24,14 @@ def test_export_batch_to_file_and_stdout(batch: Batch, tmp_path: Path) -> None:
         "export_batch", str(batch.public_id), "--format", "json", "--out", str(out), stderr=io.StringIO()
     )
     rows = json.loads(out.read_text())
-    assert [(r["worker"], r["unit_index"], r["words"], r["rejected_ranks"]) for r in rows] == [
-        ("alice", 0, "red", [1])
+    assert [(r["worker"], r["unit"], r["channel"], r["words"], r["images_not_fitting"]) for r in rows] == [
+        ("alice", 1, 0, "red", [2])
     ]
     stdout = io.StringIO()
     call_command("export_batch", batch.title, "--format", "csv", stdout=stdout)
     lines = stdout.getvalue().splitlines()
     assert (
-        lines[0].startswith("batch,task,run,unit_id,layer,unit_index,")
+        lines[0].startswith("batch,batch_title,task,task_number,task_kind,run,layer,unit,channel,")
         and len(lines) == 2
         and ",alice," in lines[1]
     )

@@ -71,16 +71,19 @@ def test_another_projects_actions_are_404_and_change_nothing(batch: Batch, intru
     answer = _submitted(batch, "alice")
     b = batch.public_id
     for action in ("pause", "cancel", "sync", "publish"):
-        assert intruder.post(f"/batches/{b}/{action}/").status_code == 404, action
+        assert intruder.post(f"/batches/{b}/{action}/", {"confirm": "yes"}).status_code == 404, action
     for data in (
         {"action": "approve", "assignments": [str(answer.public_id)]},
-        {"action": "reject", "assignments": [str(answer.public_id)], "feedback": "no"},
+        {"action": "reject", "assignments": [str(answer.public_id)], "feedback": "no", "confirm": "yes"},
         {"action": "bonus", "assignments": [str(answer.public_id)], "feedback": "hm", "bonus_amount": "5"},
     ):
         assert intruder.post(f"/batches/{b}/review/", data).status_code == 404, data["action"]
     worker = CrowdWorker.objects.get(external_id="alice")
     assert (
-        intruder.post(f"/batches/{b}/workers/{worker.public_id}/block/", {"reason": "x"}).status_code == 404
+        intruder.post(
+            f"/crowd-workers/{worker.public_id}/block/", {"reason": "x", "confirm": "yes"}
+        ).status_code
+        == 404
     )
     assert intruder.post(f"/batches/{b}/verification/new/").status_code == 404
     batch.refresh_from_db()
@@ -98,8 +101,8 @@ def test_blocking_from_ones_own_batch_needs_a_worker_of_that_batch(
     """A crowd worker is blocked everywhere, so a requester may only block one who worked on their batch."""
     _submitted(batch, "alice")
     worker = CrowdWorker.objects.get(external_id="alice")
-    own = Batch.objects.get(project=other_project)
-    response = intruder.post(f"/batches/{own.public_id}/workers/{worker.public_id}/block/", {"reason": "x"})
+    assert Batch.objects.filter(project=other_project).exists()
+    response = intruder.post(f"/crowd-workers/{worker.public_id}/block/", {"reason": "x", "confirm": "yes"})
     assert response.status_code == 404
     worker.refresh_from_db()
     assert not worker.blocked

@@ -61,14 +61,14 @@ def test_create_batch_from_a_list_with_gold(staff_client: Client, units) -> None
             "run": units[0].run.pk,
             "layer": "conv4",
             "selection": "list",
-            "unit_indices": "0, 2",
+            "unit_numbers": "1, 3",
             "provider": "local",
             "assignments_per_task": 3,
             "images_per_task": 4,
             "reward": "0.05",
             "assignment_minutes": 20,
             "lifetime_hours": 24,
-            "gold": "1; texture; stripes, striped",
+            "gold": "2; texture; stripes, striped",
             "block_below_percent": 50,
             "block_min_gold": 2,
         },
@@ -87,10 +87,11 @@ def test_create_batch_from_a_list_with_gold(staff_client: Client, units) -> None
     "changes,message",
     [
         ({"layer": "conv9"}, "no units in layer &#x27;conv9&#x27;"),
-        ({"selection": "list", "unit_indices": "0, 7"}, "has no unit 7"),
-        ({"selection": "list", "unit_indices": "zero"}, "is not an index"),
+        ({"selection": "list", "unit_numbers": "1, 8"}, "has no unit 8"),
+        ({"selection": "list", "unit_numbers": "zero"}, "is not a unit number"),
+        ({"selection": "list", "unit_numbers": "0-2"}, "numbered from 1"),
         ({"selection": "sample", "sample_size": 9}, "between 1 and 3"),
-        ({"gold": "0; animal; cat"}, "Gold units, line 1: category"),
+        ({"gold": "1; animal; cat"}, "Gold units, line 1: category"),
         ({"gold": "0; color"}, "Gold units, line 1: expected"),
         ({"provider": "prolific"}, "completion code"),
     ],
@@ -151,7 +152,7 @@ def test_publish_pause_cancel_from_the_page(make_batch, staff_client: Client) ->
         ("publish", "published"),
         ("cancel", "cancelled"),
     ):
-        assert staff_client.post(f"{url}/{action}/").status_code == 302
+        assert staff_client.post(f"{url}/{action}/", {"confirm": "yes"}).status_code == 302
         batch.refresh_from_db()
         assert batch.state == state
     response = staff_client.post(f"{url}/publish/", follow=True)
@@ -169,12 +170,18 @@ def test_review_shows_answers_and_approves_and_rejects_many(gold_batch: Batch, s
     page = staff_client.get(f"/batches/{gold_batch.public_id}/review/").content.decode()
     assert "&lt;script&gt;x()&lt;/script&gt;" in page and "<script>x()" not in page
     assert "concept0" in page  # automatic label
-    assert "<td>1, 4</td>" in page and "failed" in page and "passed" in page
+    assert '<span class="ticked-numbers">1, 4</span>' in page and "failed" in page and "passed" in page
     url = f"/batches/{gold_batch.public_id}/review/"
     missing = staff_client.post(url, {"action": "reject", "assignments": [str(a.public_id)], "feedback": ""})
     assert missing.status_code == 400 and b"Rejecting needs feedback" in missing.content
     staff_client.post(
-        url, {"action": "reject", "assignments": [str(a.public_id)], "feedback": "Script, really?"}
+        url,
+        {
+            "action": "reject",
+            "assignments": [str(a.public_id)],
+            "feedback": "Script, really?",
+            "confirm": "yes",
+        },
     )
     staff_client.post(url, {"action": "approve", "assignments": [str(b.public_id)], "feedback": ""})
     a.refresh_from_db()
@@ -193,14 +200,16 @@ def test_review_cannot_touch_another_batch(make_batch, batch: Batch, staff_clien
     assert foreign.status == Status.SUBMITTED
 
 
-def test_block_worker_from_review(batch: Batch, staff_client: Client) -> None:
+def test_block_worker_from_their_page(batch: Batch, staff_client: Client) -> None:
     _submitted(batch, "alice")
     worker = CrowdWorker.objects.get(external_id="alice")
-    url = f"/batches/{batch.public_id}/workers/{worker.public_id}/block/"
-    staff_client.post(url, {"reason": ""})
+    review = staff_client.get(f"/batches/{batch.public_id}/review/").content.decode()
+    assert f'href="/crowd-workers/{worker.public_id}/"' in review
+    url = f"/crowd-workers/{worker.public_id}/block/"
+    staff_client.post(url, {"reason": "", "confirm": "yes"})
     worker.refresh_from_db()
     assert not worker.blocked
-    staff_client.post(url, {"reason": "copy-paste answers"})
+    staff_client.post(url, {"reason": "copy-paste answers", "confirm": "yes"})
     worker.refresh_from_db()
     assert worker.blocked and worker.blocked_reason == "copy-paste answers"
 
@@ -226,17 +235,21 @@ def test_export_csv_and_json_one_row_per_assignment(gold_batch: Batch, staff_cli
             io.StringIO(staff_client.get(f"/batches/{gold_batch.public_id}/export.csv").content.decode())
         )
     )
-    assert [(r["worker"], r["layer"], r["unit_index"], r["status"]) for r in rows] == [
-        ("alice", "conv4", "0", "approved"),
-        ("bob", "conv4", "1", "submitted"),
+    assert [(r["worker"], r["layer"], r["unit"], r["channel"], r["status"]) for r in rows] == [
+        ("alice", "conv4", "1", "0", "approved"),
+        ("bob", "conv4", "2", "1", "submitted"),
     ]
     assert rows[0]["words"] == "'=HYPERLINK(1)"  # spreadsheet formulas neutralised
-    assert (rows[0]["category"], rows[0]["rejected_ranks"], rows[0]["precision"]) == ("color", "0 3", "0.5")
-    assert rows[0]["unit_id"] == str(gold_batch.tasks.get(position=0).unit_id)
+    assert (rows[0]["category"], rows[0]["images_not_fitting"], rows[0]["precision"]) == (
+        "color",
+        "1 4",
+        "0.5",
+    )
+    assert rows[0]["unit_db_id"] == str(gold_batch.tasks.get(position=0).unit_id)
     assert (rows[0]["gold"], rows[0]["gold_passed"], rows[1]["gold_passed"]) == ("True", "False", "")
     data = json.loads(staff_client.get(f"/batches/{gold_batch.public_id}/export.json").content)
     assert [row["words"] for row in data] == ["=HYPERLINK(1)", "red ball"]
-    assert data[0]["rejected_ranks"] == [0, 3] and data[0]["time_spent_ms"] >= 0
+    assert data[0]["images_not_fitting"] == [1, 4] and data[0]["time_spent_ms"] >= 0
     assert staff_client.get(f"/batches/{gold_batch.public_id}/export.xml").status_code == 404
 
 
@@ -258,5 +271,5 @@ def test_review_pages_through_units(make_batch, make_unit, staff_client: Client,
     batch = make_batch(units=[make_unit(10 + i, images=1) for i in range(3)])
     first = staff_client.get(f"/batches/{batch.public_id}/review/").content.decode()
     second = staff_client.get(f"/batches/{batch.public_id}/review/?page=2").content.decode()
-    assert "conv4 #10" in first and "conv4 #12" not in first
-    assert "conv4 #12" in second and "Units 3–3 of 3" in second
+    assert "conv4 unit 11 · channel 10" in first and "conv4 unit 13 · channel 12" not in first
+    assert "conv4 unit 13 · channel 12" in second and "Units 3–3 of 3" in second

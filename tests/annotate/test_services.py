@@ -300,7 +300,7 @@ def test_bulk_review_reports_each_failure(batch: Batch) -> None:
     _submit(a)
     outcome = services.assignments_review(assignments=[a, pending], action="approve")
     assert outcome.done == 1
-    assert len(outcome.errors) == 1 and "b on unit 2" in outcome.errors[0]
+    assert len(outcome.errors) == 1 and "b on unit 3" in outcome.errors[0]  # channel 2, shown 1-based
 
 
 def test_batch_finishes_when_every_slot_is_approved(make_batch, units) -> None:

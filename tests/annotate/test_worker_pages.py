@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.test import Client
@@ -249,3 +250,99 @@ def test_paused_batch_tells_a_new_worker_so(batch: Batch, start_worker) -> None:
     services.batch_pause(batch=batch)
     response = client.get(f"/w/{batch.public_id}/next/")
     assert response.status_code == 409 and b"paused" in response.content
+
+
+def test_start_page_says_reward_time_and_number_of_tasks(batch: Batch, start_worker, answer) -> None:
+    page = Client().get(f"/w/{batch.public_id}/").content.decode()
+    assert "0.10 USD per approved task" in page and "up to 10 minutes per task" in page
+    assert "3 tasks;" in page and "most people take" not in page
+    for name in ("a", "b", "c"):
+        worker = services.crowd_worker_get_or_create(provider=Provider.LOCAL, external_id=name)
+        assignment = services.assignment_accept(
+            task=batch.tasks.get(position=0 if name != "c" else 1), worker=worker
+        )
+        services.annotation_submit(assignment=assignment, words="red", category="color")
+    Annotation.objects.update(time_spent_ms=90_000)
+    assert "most people take about 2 minutes" in Client().get(f"/w/{batch.public_id}/").content.decode()
+
+
+def test_after_submitting_the_page_says_saved_and_which_task_of_how_many(
+    batch: Batch, start_worker, answer
+) -> None:
+    client = start_worker(batch, "alice")
+    for number in (1, 2):
+        assignment = _take_task(client, batch)
+        page = client.post(f"/w/a/{assignment.public_id}/", answer(), follow=True).content.decode()
+        assert f"Saved — task {number} of 3." in page
+
+
+def _status_page(client: Client, batch: Batch) -> str:
+    response = client.get(f"/w/{batch.public_id}/status/")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_status_page_shows_decisions_feedback_and_bonus_and_never_a_label_or_gold(
+    gold_batch: Batch, start_worker, answer
+) -> None:
+    gold_task = gold_batch.tasks.get(is_gold=True)
+    gold_task.gold_words = ["zanzibarite"]
+    gold_task.save()
+    client = start_worker(gold_batch, "alice")
+    words = {}
+    for _ in range(gold_batch.tasks.count()):
+        assignment = _take_task(client, gold_batch)
+        words[assignment.task.position] = f"answer{assignment.task.position}"
+        client.post(
+            f"/w/a/{assignment.public_id}/", answer(words=words[assignment.task.position], rejected=[1, 3])
+        )
+    mine = {a.task.position: a for a in Assignment.objects.filter(worker__label="alice")}
+    assert mine[0].gold_passed is False  # the gold unit, answered "answer0"
+    services.assignment_approve(assignment=mine[1])
+    services.assignment_send_bonus(assignment=mine[1], amount=Decimal("0.25"), reason="Careful work")
+    services.assignment_reject(assignment=mine[2], feedback="The images show <stripes>.")
+    page = _status_page(client, gold_batch)
+    for word in words.values():
+        assert f"<dd>{word}</dd>" in page
+    assert "<dd>2, 4</dd>" in page  # the ticked images, numbered as on the tiles
+    assert "Approved" in page and "Rejected" in page and "Waiting for review" in page
+    assert "The images show &lt;stripes&gt;." in page
+    assert "<dd>0.25 USD</dd>" in page and "Earned so far: <strong>0.35 USD</strong>" in page
+    assert page.count("A check item was answered wrongly.") == 1
+    lowered = page.lower()
+    assert "zanzibarite" not in lowered and "gold" not in lowered and "concept" not in lowered
+    assert "red circle" not in lowered  # the gold unit's accepted words
+    for unit in {a.task.unit for a in mine.values()}:
+        assert unit.label not in page
+
+
+def test_status_page_is_the_workers_own_and_linked_from_their_pages(
+    batch: Batch, start_worker, answer
+) -> None:
+    assert Client().get(f"/w/{batch.public_id}/status/").status_code == 403
+    alice = start_worker(batch, "alice")
+    for _ in range(batch.tasks.count()):
+        assignment = _take_task(alice, batch)
+        task_page = alice.get(f"/w/a/{assignment.public_id}/").content.decode()
+        assert f'href="/w/{batch.public_id}/status/"' in task_page
+        alice.post(f"/w/a/{assignment.public_id}/", answer(words="alices-word"))
+    finished = alice.get(f"/w/{batch.public_id}/next/").content.decode()
+    assert "Thank you" in finished and f'href="/w/{batch.public_id}/status/"' in finished
+    assert "3 answers" in _status_page(alice, batch)
+    bob = start_worker(batch, "bob")
+    page = _status_page(bob, batch)
+    assert "alices-word" not in page and "0 answers" in page
+
+
+def test_prolific_worker_reaches_the_status_page_from_the_task(make_batch, answer) -> None:
+    batch = make_batch(provider=Provider.PROLIFIC, prolific_completion_code="C0DE42")
+    client = Client()
+    client.get(f"/w/{batch.public_id}/?PROLIFIC_PID=pid1&STUDY_ID=study1&SESSION_ID=sess1")
+    assignment = _take_task(client, batch)
+    assert (
+        f'href="/w/{batch.public_id}/status/"' in client.get(f"/w/a/{assignment.public_id}/").content.decode()
+    )
+    client.post(f"/w/a/{assignment.public_id}/", answer(words="pid-word"))
+    assert "<dd>pid-word</dd>" in _status_page(client, batch)
+    mturk = make_batch(provider=Provider.MTURK, publish=False)
+    assert Client().get(f"/w/{mturk.public_id}/status/").status_code == 404

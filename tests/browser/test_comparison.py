@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from annotate.models import Annotation, Batch, Task
+from annotate.models import Annotation, Batch, ComparisonSummary, Task
 from annotate.simulation import crowd_simulate
+from annotate.tasks import comparison_refresh
 from runs.models import DissectionRun
 from tests.browser.conftest import Tabs
 from tests.browser.pages import Check, tab_to
@@ -98,6 +99,11 @@ def test_comparison_dashboard_shows_its_plots_and_starts_blind_verification(
 
     crowd_simulate(batch=verification, workers=3, spammers=0, accuracy=0.9, seed=1)
     page.goto(f"/batches/{batch.public_id}/comparison/")
+    expect(page.locator("#stale")).to_contain_text("being recomputed")
+    for stored in ComparisonSummary.objects.filter(batch=batch):  # the Celery worker catches up
+        comparison_refresh(stored.pk)
+    page.reload()
+    expect(page.locator("#stale")).to_have_count(0)
     expect_plots(page, (*PLOTS, "verification"))
     expect(page.get_by_role("list", name="Blind verification")).to_contain_text("labels judged correct")
     check_page(page, "comparison")

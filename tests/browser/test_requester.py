@@ -58,24 +58,24 @@ def test_requester_creates_publishes_reviews_and_exports_a_batch(
     page.get_by_label("Instructions", exact=True).fill("What do the highlighted regions show?")
     page.get_by_label("Run", exact=True).select_option(label=run.name)
     page.get_by_label("Layer", exact=True).fill("conv4")
-    page.get_by_label("These unit indices").check()
-    page.get_by_label("Unit indices", exact=True).fill("0-2")
+    page.get_by_label("These units").check()
+    page.get_by_label("Unit numbers", exact=True).fill("1-3")
     page.get_by_label("Provider", exact=True).select_option(label="Local link")
     page.get_by_label("Workers per unit", exact=True).fill("2")
     page.get_by_label("Images per task", exact=True).fill(str(IMAGES_PER_UNIT))
-    page.get_by_label("Gold units", exact=True).fill("0; color; red, red circle")
+    page.get_by_label("Gold units", exact=True).fill("1; color; red, red circle")
     check_page(page, "batch_form")
-    page.get_by_label("Unit indices", exact=True).fill("0-2, x")
+    page.get_by_label("Unit numbers", exact=True).fill("1-3, x")
     expect_http_error(page, 400)
     page.get_by_role("button", name="Create draft batch").click()
     expect(page.get_by_role("alert")).to_contain_text(
-        "Unit indices: 'x' is not an index or a range like 7-9."
+        "Unit numbers: 'x' is not a unit number or a range like 8-10."
     )
     check_page(page, "batch_form_refused")
     expect(page.get_by_label("Title", exact=True)).to_have_value("Label conv4 of the drawn run")
-    expect(page.get_by_label("Gold units", exact=True)).to_have_value("0; color; red, red circle")
-    expect(page.get_by_label("These unit indices")).to_be_checked()
-    page.get_by_label("Unit indices", exact=True).fill("0-2")
+    expect(page.get_by_label("Gold units", exact=True)).to_have_value("1; color; red, red circle")
+    expect(page.get_by_label("These units")).to_be_checked()
+    page.get_by_label("Unit numbers", exact=True).fill("1-3")
     page.get_by_role("button", name="Create draft batch").click()
     expect(page.get_by_role("status")).to_contain_text("Draft batch created with 3 tasks.")
     check_page(page, "batch_draft")
@@ -109,6 +109,8 @@ def test_requester_creates_publishes_reviews_and_exports_a_batch(
     expect(page.get_by_role("row").filter(has_text="blob").get_by_role("checkbox")).to_be_checked()
     page.get_by_label("Feedback to the worker").fill("The images show red circles, not a blob.")
     page.get_by_role("button", name="Reject selected").click()
+    check_page(page, "review_confirm_reject_one")
+    page.get_by_role("button", name="Reject these answers").click()
     expect(page.get_by_role("status")).to_contain_text("Reject: 1 assignment(s).")
     check_page(page, "review")
 
@@ -134,19 +136,19 @@ def test_requester_creates_publishes_reviews_and_exports_a_batch(
         download.value.save_as(downloads[fmt])
     with downloads["CSV"].open(newline="") as stream:
         rows = list(csv.DictReader(stream))
-    assert {(r["worker"], r["words"], r["status"], r["unit_index"]) for r in rows} == {
-        ("carol", "red circle", "approved", "0"),
-        ("carol", "stripes", "approved", "1"),
-        ("carol", "green", "approved", "2"),
-        ("dave", "blob", "rejected", "0"),
-        ("dave", "lines", "submitted", "1"),
-        ("dave", "triangle", "submitted", "2"),
+    assert {(r["worker"], r["words"], r["status"], r["unit"]) for r in rows} == {
+        ("carol", "red circle", "approved", "1"),
+        ("carol", "stripes", "approved", "2"),
+        ("carol", "green", "approved", "3"),
+        ("dave", "blob", "rejected", "1"),
+        ("dave", "lines", "submitted", "2"),
+        ("dave", "triangle", "submitted", "3"),
     }
-    assert {r["gold_passed"] for r in rows if r["unit_index"] == "0"} == {"True", "False"}
+    assert {r["gold_passed"] for r in rows if r["channel"] == "0"} == {"True", "False"}
     records = json.loads(downloads["JSON"].read_text())
-    assert [(r["worker"], r["words"], r["rejected_ranks"]) for r in records if r["unit_index"] == 0] == [
-        ("carol", "red circle", [4]),
-        ("dave", "blob", [0, 1, 2]),
+    assert [(r["worker"], r["words"], r["images_not_fitting"]) for r in records if r["channel"] == 0] == [
+        ("carol", "red circle", [5]),
+        ("dave", "blob", [1, 2, 3]),
     ]
     assert (
         next(r for r in records if r["words"] == "blob")["feedback"]

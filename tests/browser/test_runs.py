@@ -102,7 +102,11 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     expect(page.get_by_label("Images per shard", exact=True)).to_have_value("80")
     page.get_by_label("Layers", exact=True).fill("conv4")
     page.get_by_role("button", name="Launch").click()
-    expect(page.locator("ul.messages")).to_contain_text("Run 'toy run' queued in 2 scan shards.")
+    # The launch message and the progress line count the same steps: every shard of every phase.
+    expect(page.locator("ul.messages")).to_contain_text(
+        "Run 'toy run' queued: 8 steps in all: 2 scan shards, a merge, 2 tally shards, a merge, 1 render"
+    )
+    expect(page.locator("#run-shards")).to_have_text(re.compile(r"^0 / 8 steps \(scan 0/2 · "))
     expect(page.locator("#run-percent")).to_have_text("0%")
     check_page(page, "run_queued")
     run = DissectionRun.objects.get(name="toy run")
@@ -114,7 +118,7 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
         # busy timeout: hold each poll until this thread is back in Playwright, i.e. not writing.
         page.route("**/status.json", lambda route: route.continue_())
     assert work_shard(run) and work_shard(run)
-    expect(page.locator("#run-shards")).to_have_text(re.compile(r"· 2 / \d+ shards"), timeout=POLL_TIMEOUT_MS)
+    expect(page.locator("#run-shards")).to_have_text(re.compile(r"^2 / 8 steps"), timeout=POLL_TIMEOUT_MS)
     percent = int(page.locator("#run-percent").inner_text().rstrip("%"))
     assert 0 < percent < 100
     expect(page.locator("#run-state")).to_have_text("Running")
@@ -126,7 +130,7 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     run.refresh_from_db()
     assert run.status == DissectionRun.Status.DONE, run.error
     # Done: the page reloads itself and lists the units with their top images.
-    expect(page.get_by_role("heading", name="Units")).to_be_visible(timeout=POLL_TIMEOUT_MS)
+    expect(page.get_by_role("heading", name="Units", exact=True)).to_be_visible(timeout=POLL_TIMEOUT_MS)
     expect(page.locator("#run-state")).to_have_text("Done")
     expect(page.locator("#run-percent")).to_have_text("100%")
     check_page(page, "run_done")
@@ -144,7 +148,14 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     )
     page.goto(f"/runs/{second.pk}/")
     check_page(page, "run_second")
-    page.get_by_role("button", name="Cancel run").click()
+    page.get_by_role("link", name="Cancel run…").click()
+    expect(page.get_by_role("heading", name="Cancel run second run?")).to_be_visible()
+    expect(page.get_by_text("no units are published")).to_be_visible()
+    check_page(page, "run_cancel_confirm")
+    page.get_by_role("link", name="Keep it running").click()
+    expect(page.locator("#run-state")).to_have_text("Queued")
+    page.get_by_role("link", name="Cancel run…").click()
+    page.get_by_role("button", name="Cancel the run").click()
     expect(page.locator("ul.messages")).to_contain_text("Run cancelled")
     expect(page.locator("#run-state")).to_have_text("Cancelled")
     check_page(page, "run_cancelled")

@@ -5,6 +5,7 @@ brings a worker back in a second browser, which a typed name never does."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -192,3 +193,48 @@ def test_the_personal_link_brings_the_worker_back_and_a_typed_name_does_not(
     check_page(again, "worker_preview_after_personal_link")
     stored = Annotation.objects.select_related("assignment__worker").get().assignment
     assert task_page.endswith(f"/w/a/{stored.public_id}/") and stored.worker.label == "alice"
+
+
+PHONE = {"width": 375, "height": 740}
+NO_HORIZONTAL_SCROLL = "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+
+
+def test_on_a_phone_the_worker_sees_pay_progress_and_their_decisions_without_scrolling_sideways(
+    page: Page, check_page: Check, make_batch: Callable[..., Batch]
+) -> None:
+    batch = make_batch()
+    page.set_viewport_size(PHONE)
+    page.goto(f"/w/{batch.public_id}/")
+    facts = page.get_by_role("list", name="About this batch")
+    expect(facts).to_contain_text("0.10 USD per approved task")
+    expect(facts).to_contain_text("up to 10 minutes per task")
+    expect(facts).to_contain_text("3 tasks")
+    assert page.evaluate(NO_HORIZONTAL_SCROLL)
+    check_page(page, "worker_start_375")
+    page.get_by_label("Your worker id or name").fill("phone")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url("**/w/task/*/")
+    assert page.evaluate(NO_HORIZONTAL_SCROLL)
+    check_page(page, "worker_preview_375")
+    page.get_by_role("button", name="Accept this task").click()
+    page.wait_for_url("**/w/a/*/")
+    assert page.evaluate(NO_HORIZONTAL_SCROLL)
+    check_page(page, "worker_task_375")
+    answer(page, "red circle", [3, 5], "Simple elements or colors")
+    page.get_by_role("button", name="Submit answer").click()
+    expect(page.get_by_role("status")).to_have_text("Saved — task 1 of 3.")
+    check_page(page, "worker_saved_375")
+
+    first = Assignment.objects.get(worker__label="phone")
+    services.assignment_approve(assignment=first)
+    services.assignment_send_bonus(assignment=first, amount=Decimal("0.25"), reason="Careful work")
+    page.get_by_role("link", name="See your answers, decisions and bonuses").click()
+    expect(page.get_by_role("heading", name=f"Your answers in “{batch.title}”")).to_be_visible()
+    task = page.locator("#answer-1")
+    expect(task).to_contain_text("red circle")
+    expect(task).to_contain_text("3, 5")
+    expect(task).to_contain_text("Approved")
+    expect(task).to_contain_text("0.25 USD")
+    expect(page.locator("#status-summary")).to_contain_text("Earned so far: 0.35 USD")
+    assert page.evaluate(NO_HORIZONTAL_SCROLL)
+    check_page(page, "worker_status_375")

@@ -245,3 +245,11 @@ def random_model() -> Callable[[str], nn.Module]:
         return cache[arch]
 
     return build
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` run where a CUDA device is at hand and are deselected (not skipped) elsewhere."""
+    if not any(item.get_closest_marker("cuda") for item in items) or torch.cuda.is_available():
+        return
+    config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("cuda")])
+    items[:] = [item for item in items if not item.get_closest_marker("cuda")]

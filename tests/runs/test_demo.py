@@ -14,6 +14,7 @@ from django.core.management import call_command
 from annotate import demo
 from annotate.demo import DEMO_BATCH, DEMO_SIMULATED_ANSWERS, DEMO_VERIFICATION
 from annotate.models import Annotation, Batch
+from annotate.services.comparison import comparison_figures
 from runs.models import DissectionRun, Network, ProbeSet, Unit, UnitImage
 
 pytestmark = [pytest.mark.slow]
@@ -60,7 +61,16 @@ def test_demo_dissects_through_the_in_process_worker_and_publishes_a_batch(
     for task in gold:
         assert task.unit.interpretable and task.gold_words == [task.unit.label]
         assert task.gold_category == demo.HUMAN_CATEGORY[task.unit.concept_category]
-    assert all(t.unit.layer == "conv4" for t in batch.tasks.select_related("unit"))
+    tasks = list(batch.tasks.select_related("unit").order_by("position"))
+    assert {t.unit.layer for t in tasks} == {"conv3", "conv4"}, "the comparison has two layers to compare"
+    concepts = {(t.unit.concept_category, t.unit.label) for t in tasks}
+    assert len(concepts) >= 6 and len({category for category, _ in concepts}) >= 3, concepts
+    stored, stale = comparison_figures(batch=batch, aggregation="dawid_skene")  # computed by the demo
+    assert not stale and list(stored.summary["layers"]) == ["conv3", "conv4"]
+    assert (stored.summary["units_counted"], stored.summary["units_apart"]) == (9, 1)
+    assert set(stored.plots) == {"confusion", "agreement", "scatter", "verification"}
+    answers = [t.assignments.count() for t in tasks]
+    assert answers == [3] * 9 + [1, 0, 0], "one unit is below the comparison's minimum of two answers"
     for out in (first, second):
         assert "user requester  password demo-secret-42" in out.getvalue()
         assert f"/w/{batch.public_id}/" in out.getvalue() and f"/runs/{run.pk}/" in out.getvalue()

@@ -93,7 +93,7 @@ def test_import_units_names_the_bad_folder_or_file_and_writes_nothing(
 def test_import_units_refuses_a_unit_already_in_the_run(db, tmp_path: Path) -> None:
     _unit_folder(tmp_path / "a", "conv5_0")
     call_command("import_units", "run", str(tmp_path / "a"), stdout=io.StringIO())
-    with pytest.raises(CommandError, match="conv5_0: unit conv5#0 is already in run 'run'"):
+    with pytest.raises(CommandError, match=r"conv5_0: conv5 unit 1 \(channel 0\) is already in run 'run'"):
         call_command("import_units", "run", str(tmp_path / "a"))
     with pytest.raises(CommandError, match="not a folder"):
         call_command("import_units", "run", str(tmp_path / "missing"))

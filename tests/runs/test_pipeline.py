@@ -47,7 +47,7 @@ def test_sharded_run_matches_one_pass_dissection(
             assert unit.iou == pytest.approx(entry["iou"], abs=0) and unit.threshold == entry["threshold"]
             images = list(unit.images.order_by("rank"))
             assert [i.source_image for i in images] == [e["image"] for e in entry["images"]]
-            assert default_storage.exists(images[0].image.name)
+            assert default_storage.exists(unit.strip.name) and not images[0].image.name  # tiles on demand
         assert default_storage.exists(run.report[layer])
 
 

@@ -100,7 +100,11 @@ def test_run_on_s3_writes_tiles_readable_through_their_urls(
     assert run.status == DissectionRun.Status.DONE, run.error
     images = UnitImage.objects.filter(unit__run=run)
     assert images.count() == 128 * TOPK
-    for image in images.order_by("unit__channel", "rank")[:3]:
+    assert not images.exclude(image="").exists()  # full-size tiles are made when wanted, not by the run
+    first = run.units.order_by("channel").first()
+    assert first is not None and first.strip.url.startswith(f"{s3}/{BUCKET}/media/runs/{run.pk}/conv4/")
+    runs.unit_tiles_ensure(unit_ids=[first.pk])  # reads the probe images and the maps from the bucket
+    for image in images.filter(unit=first).order_by("rank")[:3]:
         url = image.image.url
         assert url.startswith(f"{s3}/{BUCKET}/media/runs/{run.pk}/conv4/report/tiles/")
         with urllib.request.urlopen(url) as response:

@@ -4,9 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.export import FORMATS, write_rows
+from annotate.export import FORMATS, batch_export_rows, write_rows
 from annotate.models import Batch
-from annotate.selectors import batch_export_rows
 
 
 def find_batch(ref: str) -> Batch:

@@ -182,7 +182,7 @@ class MTurkProvider(CrowdProvider):
             params["RequesterFeedback"] = feedback[:1024]
         _call(self.client, "approve_assignment", **params)
 
-    def reject(self, assignment: Assignment, feedback: str) -> None:
+    def reject(self, assignment: Assignment, feedback: str, category: str = "") -> None:
         if not feedback.strip():
             raise ProviderError("MTurk requires feedback to reject an assignment")
         if not assignment.mturk_assignment_id:
@@ -227,6 +227,9 @@ class MTurkProvider(CrowdProvider):
 
     def block(self, worker: CrowdWorker, reason: str) -> None:
         _call(self.client, "create_worker_block", WorkerId=worker.external_id, Reason=reason)
+
+    def unblock(self, worker: CrowdWorker) -> None:
+        _call(self.client, "delete_worker_block", WorkerId=worker.external_id)
 
     def list_assignments(self, hit_id: str) -> list[dict[str, Any]]:
         """Every assignment MTurk holds for `hit_id`, following NextToken through all pages."""

@@ -81,3 +81,31 @@ def make_batch(units: list[Unit]) -> Callable[..., Batch]:
 @pytest.fixture
 def batch(make_batch: Callable[..., Batch]) -> Batch:
     return make_batch()
+
+
+class ComparisonWorker:
+    """Stands in for the Celery worker: holds the comparison refreshes the services queue, and runs them
+    (the real task body) when a test says the worker caught up."""
+
+    def __init__(self) -> None:
+        self.queued: list[int] = []
+
+    def run(self) -> int:
+        from annotate.tasks import comparison_refresh
+
+        queued, self.queued = self.queued, []
+        for summary_id in queued:
+            comparison_refresh(summary_id)
+        return len(queued)
+
+
+@pytest.fixture(autouse=True)
+def comparison_worker(monkeypatch: pytest.MonkeyPatch) -> ComparisonWorker:
+    worker = ComparisonWorker()
+
+    def send(summary_id: int) -> bool:
+        worker.queued.append(summary_id)
+        return True
+
+    monkeypatch.setattr("annotate.services.comparison._send", send)
+    return worker

@@ -19,6 +19,7 @@ from annotate.selectors.comparison import batch_comparison_input, comparison_sum
 from annotate.services.verification import verification_batch_create
 from annotate.simulation import crowd_simulate
 from runs.models import DissectionRun, Unit
+from tests.annotate.comparison.conftest import ComparisonWorker
 
 BASE_TABLES = ("layers", "category_shares", "confusion", "disagreements", "workers", "units")
 
@@ -53,7 +54,9 @@ def test_dashboard_with_one_answer(staff_client: Client, batch: Batch) -> None:
     _assert_page(_dashboard(staff_client, batch, aggregation="majority"))
 
 
-def test_dashboard_with_many_answers_and_verification(staff_client: Client, batch: Batch) -> None:
+def test_dashboard_with_many_answers_and_verification(
+    staff_client: Client, batch: Batch, comparison_worker: ComparisonWorker
+) -> None:
     crowd_simulate(batch=batch, workers=6, spammers=2, accuracy=0.7, seed=4)
     html = _dashboard(staff_client, batch)
     _assert_page(html)
@@ -70,14 +73,13 @@ def test_dashboard_with_many_answers_and_verification(staff_client: Client, batc
         stat = re.search(rf'<li id="stat-{name}">(.*?)</li>', html, re.S).group(1)
         assert f'<span class="value">{summary[name]:.3f}</span>' in stat
         assert f"CI {summary['ci'][name][0]:.3f} – {summary['ci'][name][1]:.3f}" in stat
+    units = {f"{unit.layer} unit {unit.channel + 1}": unit for unit in Unit.objects.all()}
     for row in summary["tables"]["disagreements"]:
-        assert f'href="{row["url"]}"' in html
-        assert row["url"].startswith(
-            reverse("annotate:batch_review", args=[batch.public_id]) + "?page=1#task-"
-        )
-    task_id = summary["tables"]["disagreements"][0]["url"].rsplit("#task-", 1)[1]
-    review = staff_client.get(summary["tables"]["disagreements"][0]["url"]).content.decode()
-    assert f'id="task-{task_id}"' in review
+        unit = units[row["unit_key"]]  # "conv4 unit 6" is channel 5
+        assert row["url"] == reverse("annotate:unit_detail", args=[unit.pk])
+        assert f'<a href="{row["url"]}">{row["unit_key"]}</a>' in html
+    unit_page = staff_client.get(summary["tables"]["disagreements"][0]["url"])
+    assert unit_page.status_code == 200
 
     response = staff_client.post(reverse("annotate:batch_verification_create", args=[batch.public_id]))
     verification = Batch.objects.exclude(pk=batch.pk).get()
@@ -86,6 +88,8 @@ def test_dashboard_with_many_answers_and_verification(staff_client: Client, batc
     )
     services.batch_publish(batch=verification)
     crowd_simulate(batch=verification, workers=3, spammers=0, accuracy=0.9)
+    assert 'id="stale"' in _dashboard(staff_client, batch), "the stored figures predate the verdicts"
+    assert comparison_worker.run() == 1, "the verdicts queued the batch's figures once"
     _assert_page(_dashboard(staff_client, batch), verification=True)
     html = _dashboard(staff_client, verification)
     _assert_page(html, verification=True)
@@ -188,8 +192,8 @@ def test_unmappable_dissection_category_is_named(staff_client: Client, make_batc
     batch = make_batch(units=[odd])
     html = _dashboard(staff_client, batch)
     assert (
-        "unit conv4#50 of run &#x27;compare run&#x27;: category &#x27;stuff&#x27; is not a Broden category"
-        in html
+        "conv4 unit 51 (channel 50) of run &#x27;compare run&#x27;: category &#x27;stuff&#x27; is not a "
+        "Broden category" in html
     )
     assert (
         comparison_summarize(data=batch_comparison_input(batch=batch))["tables"]["units"][0]["auto_label"]
@@ -198,6 +202,7 @@ def test_unmappable_dissection_category_is_named(staff_client: Client, make_batc
 
 
 def test_csv_cells_never_start_a_formula(staff_client: Client, batch: Batch) -> None:
+    Batch.objects.filter(pk=batch.pk).update(min_answers=1)  # one answer: count it, so its worker is listed
     worker = Client()
     started = worker.post(reverse("annotate:batch_start", args=[batch.public_id]), {"worker_id": "@SUM"})
     worker.get(started.url)  # the personal link logs the browser in

@@ -41,8 +41,10 @@ def test_perfect_crowd_reproduces_the_dissection_labels(batch: Batch, units: lis
     assert summary["category_agreement"] == 1.0
     assert summary["concept_match_rate"] == 1.0
     rows = {row["unit_key"]: row for row in summary["tables"]["units"]}
-    assert rows["conv3#2"]["human_category"] == "region"  # sky: a Broden object, a region to people
-    assert rows["conv3#0"]["consensus_word"] == "red"
+    assert (
+        rows["conv3 unit 3"]["human_category"] == "region"
+    )  # channel 2, sky: a Broden object, a region to people
+    assert rows["conv3 unit 1"]["consensus_word"] == "red"
 
 
 def test_limit_stops_after_that_many_answers(batch: Batch) -> None:
@@ -120,7 +122,7 @@ def test_simulator_refuses_what_it_cannot_answer(make_batch, make_unit, units: l
     with pytest.raises(SimulationError, match="MTurk"):
         crowd_simulate(batch=mturk, workers=2, spammers=0, accuracy=1.0)
     unknown = make_batch(units=[*units, make_unit(99, "conv4")])
-    with pytest.raises(SimulationError, match=r"conv4#99: no gold answer and no dissection label"):
+    with pytest.raises(SimulationError, match=r"conv4 unit 100: no gold answer and no dissection label"):
         crowd_simulate(batch=unknown, workers=2, spammers=0, accuracy=1.0)
     with pytest.raises(SimulationError, match="spammers must be between 0 and workers"):
         crowd_simulate(batch=unknown, workers=2, spammers=3, accuracy=1.0)

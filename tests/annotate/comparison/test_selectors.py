@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.urls import reverse
+
 from annotate import services
 from annotate.models import Batch, Provider
 from annotate.selectors.comparison import (
     batch_comparison_input,
+    comparison_fingerprint,
     comparison_summarize,
     run_comparison_input,
     run_synonyms,
@@ -39,9 +42,12 @@ def test_run_counts_a_worker_once_per_unit_with_the_latest_answer(
     _answer(second, units[0], "ann", "red", "color")
     _answer(second, units[0], "bob", "red", "color")
     records = {r.unit_key: r for r in run_comparison_input(run=run).records}
-    assert sorted((a.worker, a.words) for a in records["conv3#0"].answers) == [("ann", "red"), ("bob", "red")]
+    assert sorted((a.worker, a.words) for a in records["conv3 unit 1"].answers) == [
+        ("ann", "red"),
+        ("bob", "red"),
+    ]
     assert [a.words for a in batch_comparison_input(batch=first).records[0].answers] == ["blue"]
-    assert records["conv3#0"].url.endswith(f"#task-{first.tasks.get(unit=units[0]).public_id}")
+    assert records["conv3 unit 1"].url == reverse("annotate:unit_detail", args=[units[0].pk])
 
 
 def test_synonyms_from_the_probe_sets_label_csv(
@@ -57,15 +63,20 @@ def test_synonyms_from_the_probe_sets_label_csv(
     _answer(batch, units[5], "ann", "Puppies", "object")
     _answer(batch, units[5], "bob", "hound", "object")
     _answer(batch, units[0], "ann", "crimson", "color")
+    _answer(batch, units[0], "bob", "red", "color")
+    before = comparison_fingerprint(batch=batch, aggregation="dawid_skene")
     rows = {
         row["unit_key"]: row
         for row in comparison_summarize(data=batch_comparison_input(batch=batch), n_resamples=10)["tables"][
             "units"
         ]
     }
-    assert rows["conv4#5"]["consensus_word"] == "dog" and rows["conv4#5"]["concept_match"] is True
-    assert rows["conv4#5"]["word_agreement"] == 1.0
-    assert rows["conv3#0"]["consensus_word"] == "red" and rows["conv3#0"]["concept_match"] is True
+    assert rows["conv4 unit 6"]["consensus_word"] == "dog" and rows["conv4 unit 6"]["concept_match"] is True
+    assert rows["conv4 unit 6"]["word_agreement"] == 1.0
+    assert rows["conv3 unit 1"]["consensus_word"] == "red" and rows["conv3 unit 1"]["concept_match"] is True
+    assert comparison_fingerprint(batch=batch, aggregation="dawid_skene") == before
+    (tmp_path / "label.csv").write_text("number,name,category,frequency,coverage,syns\n1,dog,object,1,1,\n")
+    assert comparison_fingerprint(batch=batch, aggregation="dawid_skene") != before, "synonyms are an input"
 
 
 def test_probe_set_without_label_csv_or_remote_has_no_synonyms(tmp_path: Path, run: DissectionRun) -> None:
