@@ -15,7 +15,7 @@ from annotate.models import Batch, QualificationItem, QualificationResult, Task
 from annotate.selectors import qualifications as selectors
 from annotate.services import qualifications as services
 from annotate.views.images import unit_image_response
-from annotate.views.worker import _link_context, _session_worker, worker_error
+from annotate.views.worker import link_context, session_worker, worker_error
 from runs.access import staff_required
 from runs.models import DissectionRun
 from runs.selectors import run_layers
@@ -26,7 +26,7 @@ def qualification_test(request: HttpRequest, batch_id: str) -> HttpResponse:
     """The next item of the first qualification the session's worker still has to pass for the batch; the
     answer is stored, and after the last item the test is graded and the worker goes on (or is told)."""
     batch = get_object_or_404(Batch, public_id=batch_id)
-    worker = _session_worker(request, batch)
+    worker = session_worker(request, batch)
     if worker is None:
         return redirect("annotate:batch_start", batch_id=batch.public_id)
     if batch.state != Batch.State.PUBLISHED:
@@ -53,7 +53,7 @@ def qualification_test(request: HttpRequest, batch_id: str) -> HttpResponse:
         "form": form,
         "position": item.position + 1,
         "item_count": item.qualification.items.count(),
-        **_link_context(request, batch, worker),
+        **link_context(request, batch, worker),
     }
     if request.method == "POST":
         if not form.is_valid():

@@ -81,7 +81,7 @@ def personal_link(batch: Batch, worker: CrowdWorker) -> str:
     return reverse("annotate:worker_link", args=[batch.public_id, token])
 
 
-def _session_worker(request: HttpRequest, batch: Batch) -> CrowdWorker | None:
+def session_worker(request: HttpRequest, batch: Batch) -> CrowdWorker | None:
     public_id = request.session.get(SESSION_WORKERS, {}).get(str(batch.public_id))
     return CrowdWorker.objects.filter(public_id=public_id).first() if public_id else None
 
@@ -93,7 +93,7 @@ def _login_worker(request: HttpRequest, batch: Batch, worker: CrowdWorker) -> No
     request.session[SESSION_WORKERS] = workers
 
 
-def _link_context(request: HttpRequest, batch: Batch, worker: CrowdWorker | None) -> dict[str, Any]:
+def link_context(request: HttpRequest, batch: Batch, worker: CrowdWorker | None) -> dict[str, Any]:
     """The link to a known worker's status page, and the personal link to show a local worker (Prolific and
     MTurk bring their people back themselves)."""
     if worker is None or batch.provider == Provider.MTURK:
@@ -161,7 +161,7 @@ def batch_start(request: HttpRequest, batch_id: str) -> HttpResponse:
             provider=Provider.LOCAL, label=form.cleaned_data["worker_id"]
         )
         return redirect(personal_link(batch, worker))
-    current = _session_worker(request, batch)
+    current = session_worker(request, batch)
     return render(
         request,
         "annotate/worker/start.html",
@@ -226,7 +226,7 @@ def batch_next(request: HttpRequest, batch_id: str) -> HttpResponse:
     """Resume the worker's open assignment, else preview the next task they can take, else finish: the
     completion (Prolific's code) only for a worker with finished work in this batch."""
     batch = get_object_or_404(Batch, public_id=batch_id)
-    worker = _session_worker(request, batch)
+    worker = session_worker(request, batch)
     if worker is None:
         return redirect("annotate:batch_start", batch_id=batch.public_id)
     if worker.blocked:
@@ -246,7 +246,7 @@ def batch_next(request: HttpRequest, batch_id: str) -> HttpResponse:
         task = selectors.tasks_open_for_worker(batch=batch, worker=worker).first()
         if task is not None:
             return redirect("annotate:task_preview", task_id=task.public_id)
-    context = {"batch": batch, "worker": worker, **_link_context(request, batch, worker)}
+    context = {"batch": batch, "worker": worker, **link_context(request, batch, worker)}
     if not selectors.worker_has_finished_work(batch=batch, worker=worker):
         if batch.state != Batch.State.PUBLISHED:
             return worker_error(
@@ -269,7 +269,7 @@ def worker_status(request: HttpRequest, batch_id: str) -> HttpResponse:
     batch = get_object_or_404(Batch, public_id=batch_id)
     if batch.provider == Provider.MTURK:
         return worker_error(request, "This batch runs on Amazon Mechanical Turk; see your work there.", 404)
-    worker = _session_worker(request, batch)
+    worker = session_worker(request, batch)
     if worker is None:
         return worker_error(
             request,
@@ -284,7 +284,7 @@ def worker_status(request: HttpRequest, batch_id: str) -> HttpResponse:
             "batch": batch,
             "worker": worker,
             "status": selectors.worker_status(batch=batch, worker=worker),
-            **_link_context(request, batch, worker),
+            **link_context(request, batch, worker),
         },
     )
 
@@ -295,8 +295,8 @@ def task_preview(request: HttpRequest, task_id: str) -> HttpResponse:
     task = get_object_or_404(Task.objects.select_related("batch"), public_id=task_id)
     if task.batch.provider == Provider.MTURK:
         raise Http404("MTurk tasks are opened from MTurk.")
-    worker = _session_worker(request, task.batch)
-    links = _link_context(request, task.batch, worker)
+    worker = session_worker(request, task.batch)
+    links = link_context(request, task.batch, worker)
     if request.method == "POST":
         if worker is None:
             return redirect("annotate:batch_start", batch_id=task.batch.public_id)
@@ -328,7 +328,7 @@ def _own_assignment(request: HttpRequest, assignment_id: str) -> Assignment:
     assignment = get_object_or_404(
         Assignment.objects.select_related("task__batch", "worker"), public_id=assignment_id
     )
-    worker = _session_worker(request, assignment.task.batch)
+    worker = session_worker(request, assignment.task.batch)
     if worker is None or worker.pk != assignment.worker_id:
         raise Http404("No such assignment.")
     return assignment
@@ -339,7 +339,7 @@ def assignment_work(request: HttpRequest, assignment_id: str) -> HttpResponse:
     """The answer form of one of the session worker's own assignments."""
     assignment = _own_assignment(request, assignment_id)
     task = assignment.task
-    links = _link_context(request, task.batch, assignment.worker)
+    links = link_context(request, task.batch, assignment.worker)
     ranks = selectors.task_image_ranks(task=task)
     if request.method == "GET":
         if assignment.status == Assignment.Status.ACCEPTED and assignment.deadline > timezone.now():
