@@ -1,7 +1,7 @@
-"""The demo content `make run` shows: a synthetic probe set and a toy network trained on it (cached under
-var/demo), a real dissection run through the workers (a worker thread in this process by default), a local
-batch made from its units with two gold units whose answers come from the probe set's ground truth, and a
-simulated crowd's answers to part of it and to a blind verification batch."""
+"""The demo content `make run` shows, on the demo assets of runs.demo (a synthetic probe set and a toy
+network, cached under var/demo): a real dissection run through the workers (a worker thread in this process by
+default), a local batch made from its units with two gold units whose answers come from the probe set's ground
+truth, and a simulated crowd's answers to part of it and to a blind verification batch."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.files import File
 
 from annotate.models import Annotation, Batch, CrowdWorker, Qualification
 from annotate.services import GoldAnswer, batch_create, batch_publish
@@ -28,9 +27,13 @@ from annotate.services.qualifications import (
 )
 from annotate.services.verification import verification_batch_create
 from annotate.simulation import crowd_simulate
+from runs.demo import (
+    demo_project,
+    demo_registered,
+)
 from runs.follow import follow_run
-from runs.models import DissectionRun, Network, ProbeSet, Project, Unit
-from runs.services import network_register, probe_set_register, project_get_or_create, run_launch
+from runs.models import DissectionRun, Unit
+from runs.services import run_launch
 from workers.inprocess import in_process_worker, needs_in_process_worker
 
 PASSWORD_FILE = "demo-password"
@@ -50,9 +53,6 @@ def demo_password() -> str:
     return password
 
 
-PROBE_IMAGES = 160
-PROBE_SIZE = 64
-TOY_EPOCHS = 40
 RUN_LAYERS = ("conv3", "conv4")
 RUN_TOPK = 12
 RUN_SHARD_SIZE = 40
@@ -68,51 +68,7 @@ HUMAN_CATEGORY = {
 }
 
 
-def cache_dir() -> Path:
-    """Where the demo keeps its probe set and trained toy network between `make run`s."""
-    return Path(os.environ.get("DEMO_CACHE_DIR") or Path(settings.BASE_DIR) / "var" / "demo")
-
-
-def probe_set_folder(cache: Path, *, progress: TextIO | None = None) -> Path:
-    """The synthetic probe set under `cache`, built (atomically) on first use, saying so on `progress`."""
-    import shutil
-    import tempfile
-
-    from dissection.synth import make_probe_set
-
-    folder = cache / "probe-set"
-    if (folder / "index.csv").is_file():
-        return folder
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=".probe-set-", dir=cache))
-    if progress is not None:
-        progress.write(
-            f"Building the synthetic probe set ({PROBE_IMAGES} images of {PROBE_SIZE} px) in {folder}\n"
-        )
-    try:
-        make_probe_set(partial, images=PROBE_IMAGES, size=PROBE_SIZE, seed=0)
-        shutil.rmtree(folder, ignore_errors=True)
-        partial.replace(folder)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return folder
-
-
-def toy_weights(cache: Path, probe_set: Path, *, progress: bool) -> Path:
-    """The toy network trained on the probe set (CPU, about half a minute), cached under `cache`."""
-    from dissection.train import train_toy
-
-    path = cache / "toy.pt"
-    return (
-        path if path.is_file() else train_toy(probe_set, path, seed=0, epochs=TOY_EPOCHS, progress=progress)
-    )
-
-
 DEMO_USERNAME = "requester"
-DEMO_PROJECT = "Demo"
-DEMO_NETWORK = "toy (demo)"
-DEMO_PROBE_SET = "synthetic (demo)"
 DEMO_RUN = "demo: toy network on the synthetic probe set"
 DEMO_BATCH = "Label the units of the demo run"
 DEMO_VERIFICATION = "Verify the labels of the demo run"
@@ -129,35 +85,11 @@ class DemoError(RuntimeError):
 
 @dataclass
 class DemoContent:
+    user: Any
     username: str
     password: str
     batch: Batch
     run: DissectionRun
-
-
-def _registered(project: Project, progress: TextIO | None) -> tuple[Network, ProbeSet]:
-    cache = cache_dir()
-    folder = probe_set_folder(cache, progress=progress)
-    probe_set = ProbeSet.objects.filter(name=DEMO_PROBE_SET).first() or probe_set_register(
-        project=project, name=DEMO_PROBE_SET, path=str(folder), inspect_now=True
-    )
-    network = Network.objects.filter(name=DEMO_NETWORK).first()
-    if network is None:
-        weights = toy_weights(cache, folder, progress=progress is not None)
-        with weights.open("rb") as handle:
-            network = network_register(
-                project=project,
-                name=DEMO_NETWORK,
-                architecture="toy",
-                weights=File(handle, name="toy.pt"),
-                inspect_now=True,
-            )
-    return network, probe_set
-
-
-def demo_project() -> Project:
-    """The project of the demo's content; the demo requester is its member."""
-    return project_get_or_create(name=DEMO_PROJECT)
 
 
 def demo_run_build(*, progress: TextIO | None = None) -> DissectionRun:
@@ -168,7 +100,7 @@ def demo_run_build(*, progress: TextIO | None = None) -> DissectionRun:
     if run is not None:  # failed, cancelled, or queued in a broker that died with its process
         run.delete()
     project = demo_project()
-    network, probe_set = _registered(project, progress)
+    network, probe_set = demo_registered(project, progress)
     with in_process_worker() if needs_in_process_worker() else nullcontext():
         run = run_launch(
             project=project,
@@ -260,7 +192,7 @@ def demo_content_build(*, password: str, progress: TextIO | None = None) -> Demo
         batch_publish(batch=batch)
     demo_crowd_answer(batch=batch, user=user)
     demo_qualification(batch=batch, user=user)
-    return DemoContent(username=DEMO_USERNAME, password=password, batch=batch, run=run)
+    return DemoContent(user=user, username=DEMO_USERNAME, password=password, batch=batch, run=run)
 
 
 def demo_qualification(*, batch: Batch, user: object) -> None:

@@ -340,3 +340,42 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise TypeError("audit events are append-only; they cannot be deleted")
+
+
+class Job(models.Model):
+    """Long work outside a run's shards that a requester waits for (the demo's background extras, a probe-set
+    conversion): its progress and ETA show on the dashboard, its error stays visible after it fails."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    key = models.CharField(max_length=100, help_text="What the job makes; one job per key and project")
+    title = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    note = models.CharField(max_length=300, blank=True, help_text="The step in progress, in words")
+    error = models.TextField(blank=True)
+    link = models.CharField(max_length=300, blank=True, help_text="Where the result is shown, once done")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ProjectScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="job_key_per_project")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        return int(100 * self.done / self.total) if self.total else 0

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dissection.compare import LoadedRun, RunSpec
-from runs.models import DissectionRun, Network, ProbeSet, Shard, Unit, UnitImage
+from runs.models import DissectionRun, Job, Network, ProbeSet, Shard, Unit, UnitImage
 from runs.storage import fetch
 
 ACTIVE = (DissectionRun.Status.QUEUED, DissectionRun.Status.RUNNING)
@@ -371,3 +371,29 @@ def _local_folder(prefix: str, copy_to: Path) -> Path:
         if unit.get("strip") and default_storage.exists(f"{prefix}/{unit['strip']}"):
             fetch(f"{prefix}/{unit['strip']}", copy_to / unit["strip"])
     return copy_to
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: Job
+    percent: int
+    eta: str
+
+
+def jobs_overview(*, user: Any) -> list[JobView]:
+    """The jobs a requester waits for or should see failed, oldest first, each with its share done and an ETA
+    from the rate so far; done jobs show only while others still run (the demo's extras as they land)."""
+    jobs = list(Job.objects.visible_to(user).select_related("project").order_by("created_at"))
+    if not any(job.status in (Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.FAILED) for job in jobs):
+        return []
+    now = timezone.now()
+    views = []
+    for job in jobs:
+        if job.status == Job.Status.RUNNING:
+            fraction = job.done / job.total if job.total else 0.0
+            elapsed = (now - job.started_at).total_seconds() if job.started_at else 0.0
+            eta = eta_display(run_eta_seconds(progress=fraction, elapsed_s=elapsed))
+        else:
+            eta = ""
+        views.append(JobView(job, job.percent, eta))
+    return views

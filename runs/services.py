@@ -40,6 +40,7 @@ from runs.models import (
     ApiToken,
     AuditEvent,
     DissectionRun,
+    Job,
     Network,
     ProbeSet,
     Project,
@@ -1002,3 +1003,44 @@ def api_token_authenticate(*, key: str) -> Any:
     if token.last_used_at is None or now - token.last_used_at > timedelta(seconds=API_TOKEN_TOUCH_S):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user
+
+
+JobProgress = Callable[[int, int, str], None]
+
+
+def job_begin(*, project: Project, key: str, title: str) -> Job:
+    """The job `key` of `project`, started now; a failed or unfinished one (a process that died) starts again
+    from zero, a done one is returned as it is."""
+    with transaction.atomic():
+        job, _ = Job.objects.select_for_update().get_or_create(
+            project=project, key=key, defaults={"title": title}
+        )
+        if job.status != Job.Status.DONE:
+            job.title, job.status, job.done, job.total, job.note, job.error = (
+                title,
+                Job.Status.RUNNING,
+                0,
+                0,
+                "",
+                "",
+            )
+            job.started_at, job.finished_at = timezone.now(), None
+            job.save()
+    return job
+
+
+def job_progress(*, job_id: int, done: int, total: int, note: str = "") -> None:
+    """Record how far the job is (`done` of `total` steps, the step in words)."""
+    Job.objects.filter(pk=job_id).update(done=min(done, total), total=total, note=note[:300])
+
+
+def job_finish(*, job_id: int, link: str = "") -> None:
+    Job.objects.filter(pk=job_id).update(
+        status=Job.Status.DONE, done=F("total"), note="", link=link[:300], finished_at=timezone.now()
+    )
+
+
+def job_fail(*, job_id: int, error: str) -> None:
+    Job.objects.filter(pk=job_id).update(
+        status=Job.Status.FAILED, error=error[:5000], finished_at=timezone.now()
+    )

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.db.models.fields.files import FieldFile
 
 from dissection.errors import ProbeSetError
@@ -43,16 +43,34 @@ def report_prefix(run_id: int, layer: str) -> str:
 
 def store_bytes(key: str, data: bytes) -> str:
     """Write `data` at `key`, replacing what an earlier delivery wrote there; returns the stored name."""
-    if default_storage.exists(key):
-        default_storage.delete(key)
-    return default_storage.save(key, ContentFile(data))
+    return _replace(key, ContentFile(data))
 
 
 def store_file(key: str, path: Path) -> str:
-    if default_storage.exists(key):
-        default_storage.delete(key)
     with Path(path).open("rb") as handle:
-        return default_storage.save(key, File(handle))
+        return _replace(key, File(handle))
+
+
+def _replace(key: str, content: File) -> str:
+    """Put `content` at exactly `key` in one step: a reader, or a worker killed mid-write, sees the old file
+    or the new one, never none (a redelivered shard rewrites what the first delivery wrote)."""
+    storage = default_storage
+    if isinstance(storage, FileSystemStorage):
+        target = Path(storage.path(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                for chunk in content.chunks():
+                    out.write(chunk)
+            if storage.file_permissions_mode is not None:
+                os.chmod(temporary, storage.file_permissions_mode)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return key
+    return cast(Any, storage)._save(key, content)  # an object store replaces a key with one put
 
 
 def fetch(key: str, path: Path) -> Path:

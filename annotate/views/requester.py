@@ -36,7 +36,7 @@ from annotate.services.qualifications import batch_qualifications_set
 from runs.access import staff_required
 from runs.audit import audit_events
 from runs.models import DissectionRun
-from runs.selectors import run_layers, runs_overview
+from runs.selectors import jobs_overview, run_layers, runs_overview
 
 AUDIT_SHOWN = 50
 """The newest decisions the batch page lists; the CSV has them all."""
@@ -66,11 +66,14 @@ def _worker_link(request: HttpRequest, batch: Batch) -> str:
 @staff_required
 @require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
+    jobs = jobs_overview(user=request.user)
     return render(
         request,
         "annotate/dashboard.html",
         {
             "runs": runs_overview(user=request.user),
+            "jobs": jobs,
+            "jobs_running": any(view.job.status in ("queued", "running") for view in jobs),
             "batches": selectors.batches_overview(user=request.user),
         },
     )

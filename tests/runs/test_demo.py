@@ -15,6 +15,7 @@ from annotate import demo
 from annotate.demo import DEMO_BATCH, DEMO_SIMULATED_ANSWERS, DEMO_VERIFICATION
 from annotate.models import Annotation, Batch
 from annotate.services.comparison import comparison_figures
+from runs import demo as runs_demo
 from runs.models import DissectionRun, Network, ProbeSet, Unit, UnitImage
 
 pytestmark = [pytest.mark.slow]
@@ -25,7 +26,7 @@ def demo_cache(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, probe_set_dir: Path, toy_weights: Path, media: Path
 ) -> Path:
     """The demo's cache filled with the session's probe set and toy network (built with the same settings)."""
-    assert (demo.PROBE_IMAGES, demo.PROBE_SIZE) == (160, 64)
+    assert (runs_demo.PROBE_IMAGES, runs_demo.PROBE_SIZE) == (160, 64)
     cache = tmp_path / "demo-cache"
     shutil.copytree(probe_set_dir, cache / "probe-set")
     shutil.copy(toy_weights, cache / "toy.pt")
@@ -92,7 +93,10 @@ def test_serve_demo_starts_the_worker_then_the_server(
 
     monkeypatch.setattr(serve_demo, "call_command", runserver)
     out = io.StringIO()
+    started = []
+    monkeypatch.setattr(serve_demo.demo_extras, "demo_extras_start", lambda *, user: started.append(user))
     call_command("serve_demo", "127.0.0.1:8123", stdout=out, stderr=io.StringIO())
+    assert [user.username for user in started] == ["requester"]  # the slow extras go on in the background
     assert "http://127.0.0.1:8123/w/" in out.getvalue() and "password demo-secret-42" in out.getvalue()
     assert "worker thread" in out.getvalue()
     [(args, kwargs, running)] = calls

@@ -66,6 +66,19 @@ def _upload_folder(endpoint: str, folder: Path, prefix: str) -> None:
             client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(folder).as_posix()}")
 
 
+def test_a_rewritten_key_on_s3_keeps_its_name(s3: str) -> None:
+    """A redelivered shard puts its result at the same key (file_overwrite=False would rename an upload)."""
+    from runs.storage import store_bytes
+
+    key = "runs/9/conv3/tally/merged.npz"
+    assert store_bytes(key, b"first") == key
+    assert store_bytes(key, b"second") == key
+    body = boto3.client("s3", endpoint_url=s3).get_object(Bucket=BUCKET, Key=f"media/{key}")["Body"].read()
+    assert body == b"second"
+    listed = boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket=BUCKET, Prefix="media/runs/9/")
+    assert [item["Key"] for item in listed["Contents"]] == [f"media/{key}"]
+
+
 def test_run_on_s3_writes_tiles_readable_through_their_urls(
     s3: str, probe_set_dir: Path, toy_weights: Path, django_user_model: Any
 ) -> None:

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
 from annotate.demo import DemoContent, DemoError, demo_content_build, demo_password
+from annotate.demo_extras import demo_extras_build
 
 
 def print_demo_access(command: BaseCommand, site: str, content: DemoContent) -> None:
@@ -26,10 +27,21 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--site", default="http://127.0.0.1:8000", help="address printed in the links")
+        parser.add_argument(
+            "--extras",
+            action="store_true",
+            help="also build the slow extras now (`serve_demo` builds them in the background)",
+        )
 
-    def handle(self, *args: object, site: str, **options: object) -> None:
+    def handle(self, *args: object, site: str, extras: bool, **options: object) -> None:
         try:
             content = demo_content_build(password=demo_password(), progress=cast(TextIO, self.stderr._out))
         except DemoError as exc:
             raise CommandError(str(exc)) from None
         print_demo_access(self, site.rstrip("/"), content)
+        if extras:
+            for job in demo_extras_build(user=content.user):
+                line = f"{job.title}: {job.get_status_display()}"
+                self.stdout.write(
+                    line + (f" ({job.error})" if job.error else f"  {site.rstrip('/')}{job.link}")
+                )
