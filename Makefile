@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; each test file stays in one process): most tests use one core, so two
+# processes on this 2-core machine halve the wall time. PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= auto
 
 .PHONY: run serve test check format install demo bench clean
 
@@ -43,7 +46,7 @@ serve: $(STAMP) $(SECRET_FILE)
 	$(SERVE_ENV) $(BIN)/gunicorn --config config/gunicorn.py --bind 127.0.0.1:$(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Lint and format (ruff), types (mypy with django-stubs), import contracts (import-linter, see pyproject.toml).
 check: $(STAMP)

@@ -28,6 +28,7 @@ from annotate.services.qualifications import (
 from annotate.services.verification import verification_batch_create
 from annotate.simulation import crowd_simulate
 from runs.demo import (
+    DEMO_RUN,
     demo_project,
     demo_registered,
 )
@@ -69,7 +70,6 @@ HUMAN_CATEGORY = {
 
 
 DEMO_USERNAME = "requester"
-DEMO_RUN = "demo: toy network on the synthetic probe set"
 DEMO_BATCH = "Label the units of the demo run"
 DEMO_VERIFICATION = "Verify the labels of the demo run"
 DEMO_QUALIFICATION = "Demo screening: the gold units"

@@ -33,7 +33,26 @@ class DemoExtra:
     build: str  # dotted path of the builder, imported when it runs (torch stays out of the server's start)
 
 
-EXTRAS: tuple[DemoExtra, ...] = ()
+EXTRAS: tuple[DemoExtra, ...] = (
+    DemoExtra(
+        "featviz",
+        "Feature visualizations of the demo run's last layer",
+        "runs.demo_featviz.demo_featviz_build",
+    ),
+    DemoExtra(
+        "twoafc",
+        "A 2AFC study: which visualization helps people predict a unit",
+        "annotate.demo_twoafc.demo_twoafc_build",
+    ),
+    DemoExtra(
+        "series",
+        "Training series and a fine-tuned copy of the toy network",
+        "runs.demo_series.demo_series_build",
+    ),
+    DemoExtra(
+        "gan", "A toy GAN dissected, with causal effects and the paint page", "runs.demo_gan.demo_gan_build"
+    ),
+)
 
 
 def _report(job_id: int, done: int, total: int, note: str = "") -> None:

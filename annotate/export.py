@@ -50,6 +50,13 @@ EXPORT_FIELDS = (
     "words",
     "category",
     "verify_answer",
+    "condition",
+    "choice",
+    "strong_side",
+    "correct",
+    "confidence",
+    "reaction_ms",
+    "query_images",
     "images_shown",
     "shown_images",
     "shown_tiles",
@@ -72,7 +79,10 @@ images; `images_not_fitting` the numbers (1..k, as on the tiles) of the images t
 showing the concept; `status` the current decision (submitted, approved, rejected), `reviewed_at`,
 `feedback` and `bonus` what the requester decided and when. `worker_label` is the name a local worker typed
 (shown, never trusted); `verified` false marks an answer the provider has not confirmed yet, which no
-statistic counts."""
+statistic counts. A 2AFC trial's `condition` (natural, featviz, both, none, or catch), the worker's `choice`
+(left or right), the `strong_side` it was shown on, whether the choice was `correct`, its `confidence` (1-3),
+`reaction_ms` from serving the trial to the answer (measured by the server) and `query_images` (the probe
+rows of the strong then the weak query); empty for other tasks."""
 
 
 def _iso(value: Any) -> str | None:
@@ -122,6 +132,13 @@ def batch_export_rows(*, batch: Batch) -> list[dict[str, Any]]:
                 "words": annotation.words if annotation else "",
                 "category": annotation.category if annotation else "",
                 "verify_answer": annotation.verify_answer if annotation else None,
+                "condition": a.trial.get("condition", ""),
+                "choice": annotation.choice if annotation else "",
+                "strong_side": a.trial.get("strong_side", ""),
+                "correct": annotation.correct if annotation else None,
+                "confidence": annotation.confidence if annotation else None,
+                "reaction_ms": annotation.reaction_ms if annotation else None,
+                "query_images": [task.twoafc["strong"], task.twoafc["weak"]] if task.twoafc else [],
                 "images_shown": len(shown),
                 "shown_images": [image.source_image for image in shown],
                 "shown_tiles": [image.image.name for image in shown],

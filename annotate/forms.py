@@ -17,6 +17,7 @@ from annotate import selectors
 from annotate.errors import InvalidAnswer
 from annotate.models import Assignment, Batch, CrowdWorker, Provider, Qualification
 from annotate.services import WORDS_MAX, GoldAnswer, answer_words_clean
+from annotate.services.twoafc import TwoAfcSettings
 from runs.models import DissectionRun, Unit
 
 
@@ -95,6 +96,30 @@ class VerifyForm(forms.Form):
     def answer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for services.annotation_submit."""
         return {"verify_answer": self.cleaned_data["answer"] == "yes"}
+
+
+class TwoAfcAnswerForm(forms.Form):
+    """A 2AFC trial's answer: which query image activates the unit more, and how sure the worker is."""
+
+    choice = forms.ChoiceField(
+        label="Which image activates the unit more?",
+        choices=[("left", "Left image"), ("right", "Right image")],
+        widget=forms.RadioSelect,
+        error_messages={
+            "required": "Choice: pick the left or the right image.",
+            "invalid_choice": "Choice: pick the left or the right image.",
+        },
+    )
+    confidence = forms.TypedChoiceField(
+        label="How sure are you?",
+        choices=[("1", "1 · guessing"), ("2", "2 · fairly sure"), ("3", "3 · sure")],
+        coerce=int,
+        widget=forms.RadioSelect,
+        error_messages={
+            "required": "Confidence: pick 1, 2 or 3.",
+            "invalid_choice": "Confidence: pick 1, 2 or 3.",
+        },
+    )
 
 
 def answer_form(kind: str, *args: Any, ranks: Sequence[int], **kwargs: Any) -> LabelForm | VerifyForm:
@@ -217,11 +242,26 @@ class QualificationCreateForm(forms.Form):
         }
 
 
+TWOAFC_CONDITIONS = [
+    ("natural", "Natural: the unit's top images"),
+    ("featviz", "Feature visualizations"),
+    ("both", "Both"),
+    ("none", "None (baseline)"),
+]
+
+
 class BatchCreateForm(forms.Form):
     """A batch from the units of one run the user may see; the batch belongs to the run's project."""
 
     title = forms.CharField(max_length=200)
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    task_type = forms.ChoiceField(
+        choices=Batch.TaskType.choices,
+        initial=Batch.TaskType.LABEL,
+        required=False,
+        widget=forms.RadioSelect,
+        label="Task",
+    )
     run = forms.ModelChoiceField(queryset=DissectionRun.objects.none())
     layer = forms.CharField(max_length=200, help_text="Layer name as in the run, e.g. conv4")
     selection = forms.ChoiceField(
@@ -243,6 +283,42 @@ class BatchCreateForm(forms.Form):
     provider = forms.ChoiceField(choices=Provider.choices, initial=Provider.LOCAL)
     assignments_per_task = forms.IntegerField(min_value=1, max_value=100, initial=3, label="Workers per unit")
     images_per_task = forms.IntegerField(min_value=1, max_value=100, initial=20, label="Images per task")
+    twoafc_conditions = forms.MultipleChoiceField(
+        choices=TWOAFC_CONDITIONS,
+        initial=["natural", "none"],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="2AFC conditions",
+        help_text="What a 2AFC trial shows of the unit; each worker sees every condition, a unit under one",
+    )
+    twoafc_references = forms.IntegerField(
+        min_value=1, max_value=100, initial=9, required=False, label="2AFC reference images"
+    )
+    twoafc_strong_percent = forms.FloatField(
+        min_value=0.1,
+        max_value=49,
+        initial=5,
+        required=False,
+        label="2AFC strong query from the top (% of the probe set)",
+        help_text="The strong query is drawn from the unit's top activations over the probe set, below the "
+        "references; the weak one from its bottom share",
+    )
+    twoafc_weak_percent = forms.FloatField(
+        min_value=0.1,
+        max_value=49,
+        initial=5,
+        required=False,
+        label="2AFC weak query from the bottom (% of the probe set)",
+    )
+    twoafc_catch_trials = forms.IntegerField(
+        min_value=0,
+        max_value=50,
+        initial=2,
+        required=False,
+        label="2AFC catch trials",
+        help_text="Obvious pairs on other units of the layer: the gold units of a 2AFC batch",
+    )
+    twoafc_seed = forms.IntegerField(min_value=0, initial=0, required=False, label="2AFC design seed")
     reward = forms.DecimalField(
         min_value=Decimal("0"),
         max_digits=8,
@@ -268,6 +344,11 @@ class BatchCreateForm(forms.Form):
     )
     auto_reject_failed_gold = forms.BooleanField(
         required=False, label="Reject assignments that fail a gold unit"
+    )
+    show_featviz = forms.BooleanField(
+        required=False,
+        label="Also show each unit's feature visualizations",
+        help_text="Images optimized to drive the unit, beside its top images (units whose layer has them)",
     )
     block_below_percent = forms.IntegerField(
         min_value=0, max_value=100, required=False, label="Block workers whose gold accuracy is below (%)"
@@ -332,6 +413,11 @@ class BatchCreateForm(forms.Form):
             self.gold_answers = _parse_gold(data.get("gold") or "", run, layer)
         except forms.ValidationError as exc:
             self.add_error("gold", exc)
+        if data.get("task_type") == Batch.TaskType.TWOAFC:
+            if not data.get("twoafc_conditions"):
+                self.add_error("twoafc_conditions", "Pick at least one condition for a 2AFC batch.")
+            if self.gold_answers:
+                self.add_error("gold", "A 2AFC batch's gold units are its catch trials; leave this empty.")
         if data.get("provider") == Provider.PROLIFIC and not (data.get("prolific_completion_code") or ""):
             self.add_error("prolific_completion_code", "A Prolific batch needs the study's completion code.")
         return data
@@ -353,6 +439,7 @@ class BatchCreateForm(forms.Form):
             "assignment_duration": timedelta(minutes=d["assignment_minutes"]),
             "lifetime": timedelta(hours=d["lifetime_hours"]),
             "auto_reject_failed_gold": d["auto_reject_failed_gold"],
+            "show_featviz": d["show_featviz"],
             "block_below_accuracy": None if percent is None else percent / 100,
             "block_min_gold": d["block_min_gold"],
             "prolific_completion_code": d["prolific_completion_code"],
@@ -464,3 +551,25 @@ class MinAnswersForm(forms.Form):
     """The comparison page's setting: how many answers a unit needs to enter the statistics."""
 
     min_answers = forms.IntegerField(min_value=1, max_value=100, label="Minimum answers per unit")
+
+
+def twoafc_batch_kwargs(form: BatchCreateForm) -> dict[str, Any]:
+    """Keyword arguments for services.twoafc.twoafc_batch_create from a valid BatchCreateForm."""
+    d = form.cleaned_data
+    kwargs = form.batch_kwargs()
+    for key in ("gold", "images_per_task", "min_answers", "show_featviz"):
+        kwargs.pop(key, None)
+    default = TwoAfcSettings()
+
+    def given(name: str, fallback: Any) -> Any:
+        return fallback if d.get(name) is None else d[name]
+
+    kwargs["settings"] = TwoAfcSettings(
+        conditions=tuple(d["twoafc_conditions"]),
+        references=given("twoafc_references", default.references),
+        strong_quantile=given("twoafc_strong_percent", default.strong_quantile * 100) / 100,
+        weak_quantile=given("twoafc_weak_percent", default.weak_quantile * 100) / 100,
+        catch_trials=given("twoafc_catch_trials", default.catch_trials),
+        seed=given("twoafc_seed", default.seed),
+    )
+    return kwargs

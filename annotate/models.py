@@ -42,6 +42,10 @@ class Batch(models.Model):
         FINISHED = "finished", "Finished"
         CANCELLED = "cancelled", "Cancelled"
 
+    class TaskType(models.TextChoices):
+        LABEL = "label", "Label units"
+        TWOAFC = "2afc", "2AFC: which image activates the unit more"
+
     project = models.ForeignKey("runs.Project", on_delete=models.PROTECT, related_name="batches")
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     title = models.CharField(max_length=200)
@@ -60,7 +64,18 @@ class Batch(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Set on first publish")
     provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.LOCAL)
     state = models.CharField(max_length=16, choices=State.choices, default=State.DRAFT)
+    task_type = models.CharField(max_length=8, choices=TaskType.choices, default=TaskType.LABEL)
+    twoafc = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="A 2AFC batch's settings (conditions, references, quantiles, catch trials, seed); see "
+        "annotate.services.twoafc",
+    )
     auto_reject_failed_gold = models.BooleanField(default=False)
+    show_featviz = models.BooleanField(
+        default=False,
+        help_text="Label tasks also show the unit's feature visualizations (runs.featviz), when it has some",
+    )
     block_below_accuracy = models.FloatField(
         null=True,
         blank=True,
@@ -115,6 +130,7 @@ class Task(models.Model):
     class Kind(models.TextChoices):
         LABEL = "label", "Label the unit"
         VERIFY = "verify", "Verify a label"
+        TWOAFC = "2afc", "Pick the image that activates the unit more"
 
     class CandidateSource(models.TextChoices):
         HUMAN = "human", "Human"
@@ -135,6 +151,9 @@ class Task(models.Model):
     )
     mturk_hit_id = models.CharField(max_length=100, blank=True)
     position = models.PositiveIntegerField(default=0)
+    twoafc = models.JSONField(
+        default=dict, blank=True, help_text="A 2AFC trial's references and query pair; never shown to workers"
+    )
 
     class Meta:
         ordering = ["batch_id", "position"]
@@ -217,6 +236,10 @@ class Assignment(models.Model):
     turk_submit_to = models.URLField(blank=True)
     prolific_session_id = models.CharField(max_length=100, blank=True)
     prolific_study_id = models.CharField(max_length=100, blank=True)
+    trial = models.JSONField(
+        default=dict, blank=True, help_text="A 2AFC trial's condition and sides for this worker; never shown"
+    )
+    served_at = models.DateTimeField(null=True, blank=True, help_text="When a 2AFC trial was first served")
 
     class Meta:
         ordering = ["task_id", "accepted_at"]
@@ -255,6 +278,12 @@ class Annotation(models.Model):
     precision = models.FloatField(null=True, blank=True, help_text="Images kept / images shown")
     time_spent_ms = models.PositiveIntegerField(default=0)
     verify_answer = models.BooleanField(null=True, blank=True, help_text="Yes/no answer of a verify task")
+    choice = models.CharField(max_length=8, blank=True, help_text="A 2AFC answer: left or right")
+    confidence = models.PositiveSmallIntegerField(null=True, blank=True, help_text="A 2AFC answer's 1-3")
+    correct = models.BooleanField(null=True, blank=True, help_text="Whether a 2AFC pick was right")
+    reaction_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="A 2AFC answer's time from serving the trial to the answer (server)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -13,6 +13,7 @@ import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.cookiejar import CookieJar
 from typing import Any, Protocol
 from urllib import error as urlerror
@@ -22,7 +23,7 @@ from django.conf import settings
 from django.urls import Resolver404, resolve, reverse
 from tqdm import tqdm
 
-from agreement import simulation
+from agreement import simulation, twoafc
 from agreement.broden import human_category_of
 from agreement.words import dissection_word
 from annotate import selectors
@@ -30,6 +31,8 @@ from annotate.errors import AnnotateError
 from annotate.models import Batch, Provider, Task
 from annotate.providers import prolific
 from annotate.selectors import comparison as comparison_selectors
+from annotate.services import assignment_accept, crowd_worker_create
+from annotate.services.twoafc import twoafc_answer_submit, twoafc_trial_serve
 
 YES, NO = "yes", "no"
 
@@ -363,4 +366,58 @@ def crowd_simulate(
                 result.submitted += 1
                 result.per_worker[worker.worker.name] += 1
                 bar.update()
+    return result
+
+
+def twoafc_crowd_simulate(
+    *,
+    batch: Batch,
+    workers: int,
+    limit: int | None = None,
+    seed: int = 0,
+    noise: Mapping[str, float] | None = None,
+) -> SimulationResult:
+    """Have `workers` model workers (`agreement.twoafc.model_answer`: the query images' activations compared
+    with noise whose size depends on the trial's condition) answer the 2AFC `batch` until no trial is left
+    or `limit` answers are in. They go through the services a worker's pages call (accept, serve, submit),
+    taking turns one trial each; each answer arrives its model thinking time after the trial was served, so
+    the reaction times are the model's."""
+    if batch.task_type != Batch.TaskType.TWOAFC:
+        raise SimulationError(f"Batch {batch.title!r} is not a 2AFC batch.")
+    if batch.provider == Provider.MTURK or batch.state != Batch.State.PUBLISHED:
+        raise SimulationError(f"Batch {batch.title!r} must be a published local or Prolific batch.")
+    rng = random.Random(seed)
+    people = [
+        crowd_worker_create(provider=batch.provider, label=f"sim-2afc-{number:02d}")
+        for number in range(workers)
+    ]
+    result = SimulationResult(per_worker={person.label: 0 for person in people})
+    active = list(people)
+    while active and (limit is None or result.submitted < limit):
+        for person in list(active):
+            if limit is not None and result.submitted >= limit:
+                break
+            task = selectors.tasks_open_for_worker(batch=batch, worker=person).first()
+            if task is None:
+                active.remove(person)
+                continue
+            assignment = twoafc_trial_serve(assignment=assignment_accept(task=task, worker=person))
+            pair = task.twoafc
+            answer = twoafc.model_answer(
+                strong_activation=pair["strong_activation"],
+                weak_activation=pair["weak_activation"],
+                strong_side=assignment.trial["strong_side"],
+                condition=assignment.trial["condition"],
+                rng=rng,
+                noise=dict(noise) if noise is not None else None,
+            )
+            assert assignment.served_at is not None
+            twoafc_answer_submit(
+                assignment=assignment,
+                choice=answer.choice,
+                confidence=answer.confidence,
+                now=assignment.served_at + timedelta(milliseconds=answer.think_ms),
+            )
+            result.submitted += 1
+            result.per_worker[person.label] += 1
     return result

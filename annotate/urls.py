@@ -60,8 +60,12 @@ urlpatterns = [
     ),
     path("w/task/<uuid:task_id>/", worker.task_preview, name="task_preview"),
     path("w/task/<uuid:task_id>/image/<int:rank>/", images.task_image, name="task_image"),
+    path("w/task/<uuid:task_id>/featviz/<int:index>/", worker.task_featviz, name="task_featviz"),
     path("w/a/<uuid:assignment_id>/", worker.assignment_work, name="assignment"),
     path("w/a/<uuid:assignment_id>/return/", worker.assignment_return, name="assignment_return"),
+    path("w/a/<uuid:assignment_id>/ref/<int:number>/", worker.trial_reference, name="trial_reference"),
+    path("w/a/<uuid:assignment_id>/viz/<int:number>/", worker.trial_featviz, name="trial_featviz"),
+    path("w/a/<uuid:assignment_id>/q/<str:side>/", worker.trial_query, name="trial_query"),
     path("", include("annotate.providers.mturk.urls")),
     path("", include("annotate.providers.prolific.urls")),
 ]

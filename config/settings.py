@@ -224,6 +224,9 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_ROUTES = {
     "runs.tasks.dissect_shard": {"queue": "gpu"},
     "runs.tasks.cam_gallery": {"queue": "gpu"},
+    "runs.tasks.probe_set_convert": {"queue": "gpu"},
+    "runs.tasks.gan_effects": {"queue": "gpu"},
+    "runs.tasks.featviz_shard": {"queue": "gpu"},
 }
 # Long GPU tasks: acknowledge only after the work is done, hand a task back when its worker dies, take one
 # task at a time, and keep an unacknowledged task invisible for longer than the longest shard.
@@ -253,6 +256,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Where workers keep per-run scratch (activation caches); shard results go through Django's storage.
 WORK_DIR = Path(env("WORK_DIR", str(BASE_DIR / "var" / "work")))
+# Where datasets registered for conversion (COCO, ADE20K, …) must lie: a path outside is refused.
+PROBE_SET_SOURCE_ROOT = Path(env("PROBE_SET_SOURCE_ROOT", str(BASE_DIR / "var" / "data")))
 # The largest image `import_units` takes (width x height, read from the header before decoding).
 UNIT_IMAGE_MAX_PIXELS = envint("UNIT_IMAGE_MAX_PIXELS", 4096 * 4096)
 # The most a probe set on S3 may hold; a larger prefix is refused before anything is downloaded.

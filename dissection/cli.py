@@ -75,14 +75,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train.set_defaults(handler=_train)
 
     run = sub.add_parser("run", help="dissect layers of a model (or precomputed activations) on a probe set")
-    run.add_argument(
-        "--probe-set",
-        "--dataset",
-        dest="probe_set",
-        type=Path,
-        required=True,
-        help="Broden-format probe set folder",
+    data = run.add_mutually_exclusive_group(required=True)
+    data.add_argument(
+        "--probe-set", "--dataset", dest="probe_set", type=Path, help="Broden-format probe set folder"
     )
+    data.add_argument(
+        "--images",
+        type=Path,
+        help="a folder of images (any size, searched recursively) labelled in memory by --segmenter",
+    )
+    labelled = run.add_argument_group("--images: the segmenter that labels them (no PNG is written)")
+    labelled.add_argument(
+        "--segmenter",
+        type=Path,
+        help="a TorchScript segmenter (with --classes) or a checkpoint from train-toy-segmenter",
+    )
+    labelled.add_argument(
+        "--classes", type=Path, help="CSV name,category, one row per segmenter channel (TorchScript)"
+    )
+    labelled.add_argument(
+        "--segmenter-threshold",
+        type=float,
+        action="append",
+        help="least class probability for a pixel's label (default 0); repeat for one label per threshold",
+    )
+    labelled.add_argument("--size", default="224", help="image size: N or HxW (default 224)")
+    labelled.add_argument("--mask-size", help="label mask size: N or HxW (default: half the image size)")
+    labelled.add_argument(
+        "--segmenter-mean", type=float, nargs=3, help="default: ImageNet's, or the toy checkpoint's"
+    )
+    labelled.add_argument("--segmenter-std", type=float, nargs=3)
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="toy or a torchvision architecture name (resnet18, alexnet, …)")
     source.add_argument("--torchscript", type=Path, help="a TorchScript model file")
@@ -127,6 +149,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     report = sub.add_parser("report", help="rebuild OUT/<layer>/report.html from its result.json")
     report.add_argument("layer_dir", type=Path)
+    report.add_argument(
+        "--featviz",
+        type=Path,
+        metavar="DIR",
+        help="a `featviz` output folder of the same layer: show each unit's images beside its strip",
+    )
     report.set_defaults(handler=_report)
 
 
@@ -180,9 +208,10 @@ def _run(args: argparse.Namespace) -> int:
             bars[phase] = tqdm(desc=phase, total=total, unit=unit)
         bars[phase].update(done - bars[phase].n)
 
+    probe_set, labels = _run_data(args)
     try:
         written = dissect(
-            args.probe_set,
+            probe_set,
             args.out,
             layers=args.layer,
             model=model,
@@ -197,6 +226,7 @@ def _run(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=progress,
             tokens=args.tokens,
+            labels=labels,
         )
     finally:
         for bar in bars.values():
@@ -208,6 +238,39 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  report: {folder / 'report.html'}")
         print(f"  full-size tiles of a unit: python -m dissection tiles {folder} --unit N")
     return 0
+
+
+def _run_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(probe set, label source): the --probe-set folder and None, or the --images folder and the
+    --segmenter that labels it in memory."""
+    segmenter_flags = ("segmenter", "classes", "segmenter_threshold", "mask_size", "segmenter_mean")
+    if args.probe_set is not None:
+        given = [flag for flag in segmenter_flags if getattr(args, flag) is not None]
+        if given:
+            raise DissectionError(f"--{given[0].replace('_', '-')} goes with --images, not --probe-set")
+        return args.probe_set, None
+    if args.segmenter is None:
+        raise DissectionError("--images needs --segmenter (a TorchScript one with --classes) to label them")
+    from dissection.convert.cli import parse_size
+    from dissection.convert.segment import SegmenterLabels, image_folder
+    from dissection.gan.models import load_segmenter
+
+    image_size = parse_size(args.size, "--size")
+    mask_size = (
+        parse_size(args.mask_size, "--mask-size")
+        if args.mask_size
+        else (max(1, image_size[0] // 2), max(1, image_size[1] // 2))
+    )
+    segmenter = load_segmenter(
+        args.segmenter,
+        mask_size=mask_size,
+        classes=args.classes,
+        thresholds=args.segmenter_threshold or [0.0],
+        mean=args.segmenter_mean,
+        std=args.segmenter_std,
+        device=args.device,
+    )
+    return image_folder(args.images, image_size), SegmenterLabels(segmenter)
 
 
 def _tiles(args: argparse.Namespace) -> int:
@@ -222,7 +285,7 @@ def _tiles(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from dissection.render import write_report
 
-    print(write_report(args.layer_dir))
+    print(write_report(args.layer_dir, args.featviz))
     return 0
 
 

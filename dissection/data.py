@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -132,6 +132,24 @@ def label_stream(
         num_workers=default_workers() if workers is None else workers,
     )
     return _label_items(iter(loader))
+
+
+class LabelSource(Protocol):
+    """Where the tally's labels come from instead of the probe set's label PNGs: a segmenter labelling the
+    images (`dissection.convert.segment.SegmenterLabels`), for an image folder or a generator's samples.
+    `relabel(probe)` is the probe set with the source's labels, categories and mask size; `stream` yields
+    what `label_stream` yields for it."""
+
+    def relabel(self, probe: ProbeSet) -> ProbeSet: ...
+
+    def stream(
+        self,
+        probe: ProbeSet,
+        indices: Sequence[int] | np.ndarray,
+        *,
+        batch_size: int,
+        workers: int | None = 0,
+    ) -> Iterator[list[ImageLabels]]: ...
 
 
 def _label_items(batches: Iterator[list[tuple[Any, ...]]]) -> Iterator[list[ImageLabels]]:

@@ -98,3 +98,41 @@ def capture_outputs(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def token_layers(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> dict[str, str]:
+    """The layers whose output the `auto` rule reads as tokens or channels-last (transformer blocks, swin
+    stages), from one forward pass on a blank image of `input_size`: name -> "<rule> · <reading>", the rule
+    to give for it and `TokenLayout.describe` (or, when `auto` cannot decide, what it says). A TorchScript
+    model, which runs no hooks, has none."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if not name:
+                continue
+
+            def hook(_module: nn.Module, _inputs: object, output: object, name: str = name) -> None:
+                if isinstance(output, torch.Tensor):
+                    shapes.setdefault(name, tuple(output.shape))
+
+            handles.append(module.register_forward_hook(hook))
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, *input_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    found = {}
+    for name, shape in shapes.items():
+        if len(shape) not in (3, 4):
+            continue
+        try:
+            layout = resolve_layout(name, shape, TokenRule("auto"), input_size)
+        except LayerError as error:
+            found[name] = f"give a rule · {error}"
+            continue
+        if layout.kind == "nhwc":
+            found[name] = f"channels-last · {layout.describe()}"
+        elif layout.kind == "tokens":
+            found[name] = f"{TokenRule('tokens', layout.prefix)} · {layout.describe()}"
+    return found

@@ -51,6 +51,30 @@ class ToyNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class ToyViT(nn.Module):
+    """A tiny vision transformer (a class token and `depth` encoder blocks over 8 px patches, no position
+    embedding, so any image size whose sides are multiples of 8 works): a token model that dissects in
+    seconds on the CPU. Layers to dissect: `blocks.<i>`, N x (1 + H·W) x width tokens (rule `cls`)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, depth: int = 2) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, width, 8, stride=8)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.blocks = nn.Sequential(
+            *(
+                nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=0.0, batch_first=True)
+                for _ in range(depth)
+            )
+        )
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        tokens = self.blocks(torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1))
+        return self.head(self.norm(tokens[:, 0]))
+
+
 def toy_checkpoint(model: ToyNet, classes: list[str]) -> dict[str, Any]:
     """What `train-toy` saves: enough to rebuild the model and name its classes."""
     return {
@@ -139,8 +163,8 @@ def load_model(
 ) -> nn.Module:
     """Build a model in eval mode on the CPU.
 
-    `arch` is `toy` or a torchvision architecture name; `weights` a local file or a torchvision weights enum
-    name such as `ResNet18_Weights.IMAGENET1K_V1` (the only path that may download).
+    `arch` is `toy`, `toy-vit` or a torchvision architecture name; `weights` a local file or a torchvision
+    weights enum name such as `ResNet18_Weights.IMAGENET1K_V1` (the only path that may download).
     """
     if torchscript is not None:
         path = Path(torchscript)
@@ -168,6 +192,13 @@ def load_model(
         model = ToyNet(num_classes=int(num_classes or _classifier_size(state_dict) or 10), width=int(width))
         _load_into(model, state_dict, path)
         return model.eval()
+
+    if arch == "toy-vit":
+        vit = ToyViT()
+        if weights is not None:
+            path = Path(weights)
+            _load_into(vit, _state_dict_of(_read_weights(path, False), path), path)
+        return vit.eval()
 
     available = set(torchvision.models.list_models(module=torchvision.models))
     if arch not in available:

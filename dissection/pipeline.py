@@ -42,6 +42,7 @@ from pathlib import Path
 from torch import nn
 
 from dissection.broden import ProbeSet, load_probe_set
+from dissection.data import LabelSource
 from dissection.errors import DissectionError
 from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from dissection.quantile import check_semantics
@@ -61,7 +62,7 @@ PhaseProgress = Callable[[str, int, int], None]
 
 
 def dissect(
-    probe_set: str | Path,
+    probe_set: str | Path | ProbeSet,
     out: str | Path,
     *,
     layers: Sequence[str],
@@ -77,6 +78,7 @@ def dissect(
     workers: int | None = None,
     progress: PhaseProgress | None = None,
     tokens: str = "auto",
+    labels: LabelSource | None = None,
 ) -> dict[str, Path]:
     """Dissect `layers` of `model` (or the precomputed `activations` .npy, one layer name = its folder) on
     `probe_set`; writes OUT/<layer>/ per layer and returns those folders.
@@ -86,11 +88,15 @@ def dissect(
     fixed when it starts: "scan" (images), then per layer "tally <layer>" (images) and "report <layer>"
     (per mille: the maps of the top images, then the strips). `tokens` reads transformer layers as maps
     (`dissection.tokens`); a layer read other than as N x C x H x W gets OUT/<layer>/tokens.json saying how.
+    `probe_set` is a folder or a loaded `ProbeSet`; with `labels` (a segmenter, say, over
+    `dissection.convert.segment.image_folder`) the labels come from it in memory, not from label PNGs.
     """
     check_semantics(semantics)
     if (model is None) == (activations is None):
         raise DissectionError("give either a model or precomputed activations")
-    probe = load_probe_set(probe_set)
+    probe = probe_set if isinstance(probe_set, ProbeSet) else load_probe_set(probe_set)
+    if labels is not None:
+        probe = labels.relabel(probe)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     source = _source(probe, layers, model, activations, device, mean, std, workers, tokens)
@@ -121,6 +127,7 @@ def dissect(
                 batch_size=batch_size,
                 workers=workers,
                 progress=_phase(progress, f"tally {layer}"),
+                label_source=labels,
             )[layer]
             result = finalize(probe, scans[layer], counts, iou_threshold=iou_threshold)
             written[layer] = write_layer(

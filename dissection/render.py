@@ -66,10 +66,11 @@ def unit_tiles(images: np.ndarray, maps: np.ndarray, threshold: float) -> np.nda
     return highlight(images, maps, threshold)
 
 
-def encode_jpeg(pixels: np.ndarray) -> bytes:
-    """A tile or strip as the JPEG bytes every writer here uses."""
+def encode_jpeg(pixels: np.ndarray | Image.Image) -> bytes:
+    """A tile or strip (pixels or an RGB image) as the JPEG bytes every writer here uses."""
+    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
 
 
@@ -81,15 +82,26 @@ def thumbnail_size(image_size: tuple[int, int]) -> tuple[int, int]:
     return THUMBNAIL_HEIGHT, max(1, round(width * THUMBNAIL_HEIGHT / height))
 
 
-def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The image scaled (bilinear, antialiased) to `size` = (height, width); itself when already that size."""
+def shrink(image: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """The image scaled (bilinear, antialiased) to `size` = (height, width); as it is when already that
+    size."""
+    shrunk = Image.fromarray(image)
     if image.shape[:2] == size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+        return shrunk
+    return shrunk.resize((size[1], size[0]), Image.Resampling.BILINEAR)
 
 
 def _threads() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+_Thumbnail = tuple[Image.Image, Image.Image]
+"""A thumbnail and its dimmed copy (`_DIMMED` applied to every channel)."""
+
+
+def _thumbnail(image: np.ndarray, size: tuple[int, int]) -> _Thumbnail:
+    thumb = shrink(image, size)
+    return thumb, thumb.point(_DIMMED.tolist() * 3)
 
 
 def render_strips(
@@ -103,44 +115,34 @@ def render_strips(
     """Write every unit's strip (its first STRIP_IMAGES images as thumbnails) at the paths in `document`.
 
     `unit_maps` is units x topk x h x w (maps.npy, the units in document order). Each distinct image is
-    decoded, scaled and dimmed once, in threads; the thumbnails of a chunk of units are made in one go (maps
-    upsampled together, each compared with its unit's T_k as float32, as `highlight` does); strips are
-    encoded in threads. Memory grows with units x STRIP_IMAGES thumbnails, not with the number of images.
+    decoded, scaled and dimmed once, in threads; the masks of a chunk of units are made in one go (maps
+    upsampled together, each compared with its unit's T_k as float32, as `highlight` does); each strip is
+    pasted together from the thumbnails through its masks and encoded in a thread (no tile array is made).
+    Memory grows with units x STRIP_IMAGES masks, not with the number of images.
     """
     units = document["units"]
     size = thumbnail_size(probe.image_size)
     counts = [min(len(unit["images"]), STRIP_IMAGES) for unit in units]
     needed = sorted({entry["index"] for unit in units for entry in unit["images"][:STRIP_IMAGES]})
-    position = {index: i for i, index in enumerate(needed)}
     (layer_dir / "strips").mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(_threads()) as pool:
-        decoded = list(pool.map(lambda i: shrink(probe.load_image(i), size), needed))
-        stacked = np.stack(decoded) if decoded else np.zeros((0, *size, 3), np.uint8)
-        del decoded
-        pixels, dimmed = torch.from_numpy(stacked), torch.from_numpy(_DIMMED[stacked])
+        thumbs = dict(
+            zip(needed, pool.map(lambda i: _thumbnail(probe.load_image(i), size), needed), strict=True)
+        )
         writes = []
         for start in range(0, len(units), _UNITS_PER_CHUNK):
             chunk = range(start, min(start + _UNITS_PER_CHUNK, len(units)))
-            rows = [position[entry["index"]] for u in chunk for entry in units[u]["images"][: counts[u]]]
-            if rows:
-                maps = np.concatenate([unit_maps[u, : counts[u]] for u in chunk])
-                thresholds = np.repeat([units[u]["threshold"] for u in chunk], [counts[u] for u in chunk])
-                up = F.interpolate(
-                    torch.from_numpy(np.ascontiguousarray(maps, np.float32)).unsqueeze(1),
-                    size=size,
-                    mode="bilinear",
-                    align_corners=False,
-                )[:, 0]
-                inside = up > torch.from_numpy(thresholds.astype(np.float32))[:, None, None]
-                which = torch.as_tensor(rows)
-                tiles = torch.where(
-                    inside.unsqueeze(-1), pixels.index_select(0, which), dimmed.index_select(0, which)
-                ).numpy()
+            masks = _strip_masks(
+                [unit_maps[u, : counts[u]] for u in chunk],
+                [units[u]["threshold"] for u in chunk for _ in range(counts[u])],
+                size,
+            )
             offset = 0
             for u in chunk:
                 if counts[u]:
-                    strip = strip_pixels(tiles[offset : offset + counts[u]])
-                    writes.append(pool.submit(_write_jpeg, strip, layer_dir / units[u]["strip"]))
+                    shown = [thumbs[entry["index"]] for entry in units[u]["images"][: counts[u]]]
+                    strip = masks[offset : offset + counts[u]]
+                    writes.append(pool.submit(_write_strip, shown, strip, layer_dir / units[u]["strip"]))
                 offset += counts[u]
             if progress:
                 progress(chunk.stop, len(units))
@@ -148,16 +150,39 @@ def render_strips(
             write.result()
 
 
-def strip_pixels(tiles: np.ndarray) -> np.ndarray:
-    """Tiles (n x h x w x 3) side by side on white, _GAP px apart."""
-    n, height, width = tiles.shape[:3]
-    canvas = np.full((height, n, width + _GAP, 3), 255, np.uint8)
-    canvas[:, :, :width] = tiles.transpose(1, 0, 2, 3)
-    return canvas.reshape(height, n * (width + _GAP), 3)[:, : n * (width + _GAP) - _GAP]
+def _strip_masks(maps: list[np.ndarray], thresholds: list[float], size: tuple[int, int]) -> np.ndarray:
+    """n x height x width uint8 masks (255 inside, 0 outside) of the maps (each k x h x w, n in all) at
+    their thresholds, compared as float32."""
+    if not thresholds:
+        return np.zeros((0, *size), np.uint8)
+    up = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(np.concatenate(maps), np.float32)).unsqueeze(1),
+        size=size,
+        mode="bilinear",
+        align_corners=False,
+    )[:, 0]
+    inside = up > torch.tensor(thresholds, dtype=torch.float32)[:, None, None]
+    return inside.to(torch.uint8).mul_(255).numpy()
 
 
-def _write_jpeg(pixels: np.ndarray, path: Path) -> None:
-    path.write_bytes(encode_jpeg(np.ascontiguousarray(pixels)))
+def strip_image(thumbs: Sequence[_Thumbnail], masks: np.ndarray) -> Image.Image:
+    """Tiles side by side on white, _GAP px apart: each thumbnail inside its mask (255), its dimmed copy
+    outside (0)."""
+    height, width = masks.shape[1:]
+    canvas = Image.new("RGB", (len(thumbs) * (width + _GAP) - _GAP, height), (255, 255, 255))
+    for i, ((thumb, dimmed), mask) in enumerate(zip(thumbs, masks, strict=True)):
+        corner = (i * (width + _GAP), 0)
+        canvas.paste(dimmed, corner)
+        canvas.paste(thumb, corner, Image.fromarray(mask))
+    return canvas
+
+
+def _write_strip(thumbs: Sequence[_Thumbnail], masks: np.ndarray, path: Path) -> None:
+    _write_jpeg(strip_image(thumbs, masks), path)
+
+
+def _write_jpeg(image: Image.Image, path: Path) -> None:
+    path.write_bytes(encode_jpeg(image))
 
 
 def write_unit_tiles(layer_dir: Path, units: Sequence[int] | None = None) -> list[Path]:
@@ -224,8 +249,32 @@ def _bar_chart(per_concept: dict[str, int], concept_category: dict[str, str]) ->
     )
 
 
-def report_html(document: dict[str, Any]) -> str:
-    """The report page for a result.json document."""
+def _featviz_figure(featviz: dict[str, Any], href: str, channel: int, unit: int) -> str:
+    """A unit's feature visualizations (images optimized to drive it) and its relative activation."""
+    files = sorted(
+        (i for i in featviz.get("images", []) if i["channel"] == channel and i["direction"] == "positive"),
+        key=lambda i: i["index"],
+    )
+    if not files:
+        return ""
+    entry: dict[str, Any] = next((u for u in featviz.get("units", []) if u["channel"] == channel), {})
+    relative = entry.get("relative_activation")
+    caption = "optimized to drive the unit"
+    if relative is not None:
+        caption += f" · {relative:.2f}× its best probe image"
+    images = "".join(
+        f'<img src="{html.escape(href + i["file"])}" alt="feature visualization {i["index"] + 1} of unit '
+        f'{unit}" width="{THUMBNAIL_HEIGHT}" height="{THUMBNAIL_HEIGHT}" loading="lazy">'
+        for i in files
+    )
+    return f'<figure class="featviz">{images}<figcaption>{caption}</figcaption></figure>'
+
+
+def report_html(
+    document: dict[str, Any], *, featviz: dict[str, Any] | None = None, featviz_href: str = ""
+) -> str:
+    """The report page for a result.json document; with `featviz` (a featviz.json whose files lie at
+    `featviz_href`, relative to the report) each unit's feature visualizations beside its strip."""
     summary = document["summary"]
     threshold = document["iou_threshold"]
     concept_category = {u["label"]: u["category"] for u in document["units"] if u["interpretable"]}
@@ -236,6 +285,10 @@ def report_html(document: dict[str, Any]) -> str:
         if cat in document["categories"]
     )
     ordered = sorted(document["units"], key=lambda u: (-u["iou"], u["unit"]))
+
+    def figure(unit: dict[str, Any]) -> str:
+        return _featviz_figure(featviz, featviz_href, unit["channel"], unit["unit"]) if featviz else ""
+
     cards = []
     for unit in ordered:
         color = CATEGORY_COLORS.get(unit["category"], "#777")
@@ -245,7 +298,8 @@ def report_html(document: dict[str, Any]) -> str:
             f'<h3>unit {unit["unit"]} <b style="color:{color}">{html.escape(unit["label"])}</b> '
             f"<small>channel {unit['channel']} · {html.escape(unit['category'])} · "
             f"IoU {unit['iou']:.3f}</small></h3>"
-            f'<img src="{html.escape(unit["strip"])}" alt="top images of unit {unit["unit"]}" loading="lazy">'
+            f'<div class="row"><img src="{html.escape(unit["strip"])}" '
+            f'alt="top images of unit {unit["unit"]}" loading="lazy">{figure(unit)}</div>'
             f'<p class="also">also: {others}</p></section>'
         )
     title = f"{html.escape(document['layer'])}: network dissection"
@@ -265,6 +319,8 @@ h1 {{ font-size: 22px; margin: 0 0 4px; }} h2 {{ font-size: 17px; margin: 24px 0
 .unit {{ margin: 0 0 14px; }} .unit h3 {{ font-size: 14px; font-weight: normal; margin: 0 0 4px; }}
 .unit small {{ color: #666; }} .unit img {{ display: block; max-width: 100%; image-rendering: auto; }}
 .also {{ color: #888; font-size: 12px; margin: 2px 0 0; }} .dim {{ opacity: .55; }}
+.row {{ display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }}
+.featviz {{ margin: 0; }} .featviz img {{ margin-right: 2px; }} .featviz figcaption {{ color: #666; font-size: 12px; }}
 </style></head><body>
 <h1>{headline}</h1>
 <p class="meta">layer {html.escape(document["layer"])} · {document["num_images"]} probe images ·
@@ -278,12 +334,29 @@ semantics {html.escape(document["semantics"])} · top {document["topk"]} images 
 """  # noqa: E501 - the page's CSS lines are part of its output
 
 
-def write_report(layer_dir: Path) -> Path:
-    """(Re)build `layer_dir`/report.html from its result.json."""
+def write_report(layer_dir: Path, featviz_dir: Path | None = None) -> Path:
+    """(Re)build `layer_dir`/report.html from its result.json; with `featviz_dir` (a `featviz` output folder
+    of the same layer) the units' feature visualizations beside their strips."""
     layer_dir = Path(layer_dir)
     document = _read_document(layer_dir)
+    featviz, href = None, ""
+    if featviz_dir is not None:
+        featviz = _read_featviz(Path(featviz_dir), document["layer"])
+        href = Path(os.path.relpath(Path(featviz_dir).resolve(), layer_dir.resolve())).as_posix() + "/"
     target = layer_dir / "report.html"
     partial = layer_dir / ".report.html.partial"
-    partial.write_text(report_html(document), encoding="utf-8")
+    partial.write_text(report_html(document, featviz=featviz, featviz_href=href), encoding="utf-8")
     partial.replace(target)
     return target
+
+
+def _read_featviz(folder: Path, layer: str) -> dict[str, Any]:
+    """A `featviz` output folder's featviz.json, checked to be of `layer`."""
+    source = folder / "featviz.json"
+    try:
+        featviz: dict[str, Any] = json.loads(source.read_text())
+    except (OSError, ValueError) as error:
+        raise DissectionError(f"{source}: not a readable featviz.json ({error})") from None
+    if featviz.get("layer") != layer:
+        raise DissectionError(f"{source} visualizes layer {featviz.get('layer')!r}, not {layer!r}")
+    return featviz

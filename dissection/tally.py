@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dissection.broden import ProbeSet
-from dissection.data import ImageLabels, default_workers, label_stream
+from dissection.data import ImageLabels, LabelSource, default_workers, label_stream
 from dissection.errors import DissectionError, LayerError
 from dissection.masks import BilinearAxis, bilinear_axis, mask_pixels
 from dissection.quantile import check_semantics, float32_below
@@ -54,9 +54,11 @@ def tally(
     batch_size: int = 32,
     workers: int | None = None,
     progress: Progress | None = None,
+    label_source: LabelSource | None = None,
 ) -> dict[str, TallyState]:
     """Sum I, G and A over `indices` (default: all images) for every layer of `source`, given T_k per
-    layer."""
+    layer. The labels are the probe set's PNGs, or what `label_source` streams (`probe` then being
+    `label_source.relabel` of the images' probe set)."""
     check_semantics(semantics)
     indices = np.arange(len(probe)) if indices is None else np.asarray(indices, np.int64)
     device = source.device
@@ -85,7 +87,19 @@ def tally(
     if device.type == "cpu" and label_workers > 0:
         torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - label_workers)))
     try:
-        _tally_all(source, probe, indices, batch_size, workers, categories, sums, truth, semantics, progress)
+        _tally_all(
+            source,
+            probe,
+            indices,
+            batch_size,
+            workers,
+            categories,
+            sums,
+            truth,
+            semantics,
+            progress,
+            label_source,
+        )
     finally:
         torch.set_num_threads(threads)
     images = np.sort(indices)
@@ -114,11 +128,13 @@ def _tally_all(
     truth: np.ndarray,
     semantics: str,
     progress: Progress | None,
+    label_source: LabelSource | None,
 ) -> None:
     device = source.device
     done = 0
     # The label workers start now; each batch's mask pixels are found before its labels are waited for.
-    labels_of_batches = label_stream(probe, indices, batch_size=batch_size, workers=workers)
+    stream = label_stream if label_source is None else label_source.stream
+    labels_of_batches = stream(probe, indices, batch_size=batch_size, workers=workers)
     for rows, outputs in source.batches(probe, indices, batch_size=batch_size):
         masks = {}
         for layer, acts in outputs.items():

@@ -19,6 +19,7 @@ TOY_EPOCHS = 40
 DEMO_PROJECT = "Demo"
 DEMO_NETWORK = "toy (demo)"
 DEMO_PROBE_SET = "synthetic (demo)"
+DEMO_RUN = "demo: toy network on the synthetic probe set"
 
 
 def cache_dir() -> Path:
@@ -62,15 +63,20 @@ def toy_weights(cache: Path, probe_set: Path, *, progress: bool) -> Path:
     )
 
 
-def demo_registered(project: Project, progress: TextIO | None) -> tuple[Network, ProbeSet]:
-    cache = cache_dir()
-    folder = probe_set_folder(cache, progress=progress)
-    probe_set = ProbeSet.objects.filter(name=DEMO_PROBE_SET).first() or probe_set_register(
+def demo_probe_set(project: Project, progress: TextIO | None) -> ProbeSet:
+    """The demo's synthetic probe set, built and registered in `project` unless it is."""
+    folder = probe_set_folder(cache_dir(), progress=progress)
+    return ProbeSet.objects.filter(name=DEMO_PROBE_SET).first() or probe_set_register(
         project=project, name=DEMO_PROBE_SET, path=str(folder), inspect_now=True
     )
+
+
+def demo_registered(project: Project, progress: TextIO | None) -> tuple[Network, ProbeSet]:
+    probe_set = demo_probe_set(project, progress)
     network = Network.objects.filter(name=DEMO_NETWORK).first()
     if network is None:
-        weights = toy_weights(cache, folder, progress=progress is not None)
+        cache = cache_dir()
+        weights = toy_weights(cache, probe_set_folder(cache), progress=progress is not None)
         with weights.open("rb") as handle:
             network = network_register(
                 project=project,

@@ -41,7 +41,20 @@ class Project(models.Model):
 
 
 class ProbeSet(models.Model):
-    """A folder (local path or s3:// prefix) of images with concept masks that units are dissected on."""
+    """A folder (local path or s3:// prefix) of images with concept masks that units are dissected on.
+
+    A dataset in another format (COCO, ADE20K, Pascal, a folder of images and masks, images a segmenter
+    labels) is registered by its `source` and converted to this format by a worker: `path` is empty and the
+    set PENDING until the conversion is done."""
+
+    class Format(models.TextChoices):
+        BRODEN = "broden", "Broden (ready to use)"
+        COCO = "coco", "COCO (an instances or panoptic JSON)"
+        ADE20K = "ade20k", "ADE20K (the dataset folder)"
+        PASCAL_CONTEXT = "pascal-context", "Pascal-Context (the folder with labels.txt and trainval/)"
+        PASCAL_PART = "pascal-part", "Pascal-Part (the folder with Annotations_Part/)"
+        FOLDER = "folder", "Folder of images, masks/ and labels.csv"
+        SEGMENTED = "segmented", "Folder of images labelled by a segmenter"
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="probe_sets")
     name = models.CharField(max_length=200, unique=True)
@@ -50,6 +63,10 @@ class ProbeSet(models.Model):
     status = models.CharField(max_length=16, choices=Readiness.choices, default=Readiness.READY)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    source_format = models.CharField(max_length=16, choices=Format.choices, default=Format.BRODEN)
+    source = models.JSONField(
+        default=dict, blank=True, help_text="What a conversion reads: path, image size, segmenter"
+    )
 
     objects = ProjectScopedQuerySet.as_manager()
 
@@ -65,7 +82,15 @@ class Network(models.Model):
 
     A version of a network (a training checkpoint, a fine-tuned copy) is a network of its own, with its
     `step` and its `base`: a version has its own weights and layers and is dissected like any network, and
-    every run of it inherits its step, so comparisons order runs by training without a step per run."""
+    every run of it inherits its step, so comparisons order runs by training without a step per run.
+
+    A generator (latent batch to images) is dissected with a segmenter, also a network, whose `concepts`
+    name its output classes; a generator run's probe set is the segmented samples drawn from its seed."""
+
+    class Kind(models.TextChoices):
+        CLASSIFIER = "classifier", "Classifier"
+        GENERATOR = "generator", "Generator"
+        SEGMENTER = "segmenter", "Segmenter"
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="networks")
     name = models.CharField(max_length=200, unique=True)
@@ -87,6 +112,19 @@ class Network(models.Model):
     status = models.CharField(max_length=16, choices=Readiness.choices, default=Readiness.READY)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CLASSIFIER)
+    concepts = models.JSONField(
+        default=list, blank=True, help_text='A segmenter\'s classes in output order: [{"name", "category"}]'
+    )
+    latent_shape = models.JSONField(
+        default=list, blank=True, help_text="A generator's latent shape, e.g. [512]"
+    )
+    token_layers = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Layers that output tokens (transformers): name -> the rule that reads them as maps",
+    )
 
     objects = ProjectScopedQuerySet.as_manager()
 
@@ -110,7 +148,22 @@ class DissectionRun(models.Model):
     probe_set = models.ForeignKey(
         ProbeSet, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
     )
+    segmenter = models.ForeignKey(
+        Network,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="segmented_runs",
+        help_text="A generator run's label source",
+    )
+    samples = models.PositiveIntegerField(default=0, help_text="A generator run's number of samples")
+    seed = models.PositiveIntegerField(default=0, help_text="A generator run's sample seed")
     layers = models.JSONField(default=list, blank=True)
+    tokens = models.CharField(
+        max_length=32,
+        default="auto",
+        help_text="How a transformer layer's tokens become maps (dissection.tokens): auto, patches, cls, …",
+    )
     semantics = models.CharField(max_length=100, blank=True, help_text="Concept source, e.g. broden")
     topk = models.PositiveIntegerField(default=20)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)

@@ -14,6 +14,7 @@ from django.core.files.storage import default_storage
 from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from dissection.compare import LoadedRun, RunSpec
 from runs.models import DissectionRun, Job, Network, ProbeSet, Shard, Unit, UnitImage
@@ -334,6 +335,11 @@ def runs_compared(*, runs: Sequence[DissectionRun], workdir: Path) -> list[Loade
             folders[layer] = folder
         loaded.append(LoadedRun(_compare_spec(run, workdir / str(run.pk)), layers, folders))
     return loaded
+
+
+def runs_compare_url(*, runs: Sequence[DissectionRun]) -> str:
+    """The comparison page of `runs`, in this order."""
+    return f"{reverse('runs:run_compare')}?{urlencode([('run', run.pk) for run in runs])}"
 
 
 def _compare_spec(run: DissectionRun, folder: Path) -> RunSpec:

@@ -118,6 +118,9 @@ def network_register(
     torchscript: File | None = None,
     step: int | None = None,
     base: Network | None = None,
+    kind: str = Network.Kind.CLASSIFIER,
+    concepts: Sequence[dict[str, Any]] | None = None,
+    latent_shape: Sequence[int] | None = None,
     inspect_now: bool = False,
     created_by: Any = None,
 ) -> Network:
@@ -127,8 +130,26 @@ def network_register(
     The model is loaded once, to refuse a bad file and to record its layer names: by a worker (the page
     returns at once, the network shows "being checked") or, with `inspect_now`, here (the command line),
     where a bad file raises RunError and leaves nothing behind. A checkpoint or a fine-tuned copy names its
-    training `step` and the `base` network it is a version of (of the same project)."""
+    training `step` and the `base` network it is a version of (of the same project).
+
+    A `generator` (latent batch to N x 3 x H x W images; TorchScript with its `latent_shape`, or a toy
+    generator checkpoint, architecture toy-generator) is dissected with a `segmenter` (images to per-pixel
+    class scores; TorchScript with its `concepts`, one {"name", "category"} per output class in order, or a
+    toy segmenter checkpoint, architecture toy-segmenter, which holds its own)."""
     _check_project(project, created_by)
+    kind = kind or Network.Kind.CLASSIFIER
+    if kind not in Network.Kind.values:
+        raise RunError(f"Kind: {kind!r} is not one of {', '.join(Network.Kind.values)}.")
+    concepts = _check_concepts(concepts or [])
+    latent = [int(d) for d in latent_shape or []]
+    if any(d < 1 for d in latent):
+        raise RunError(f"Latent shape: {latent} must be positive sizes, e.g. 512.")
+    if kind == Network.Kind.GENERATOR and torchscript is not None and not latent:
+        raise RunError("Latent shape: a TorchScript generator needs its latent shape, e.g. 512 or 512,1,1.")
+    if kind == Network.Kind.SEGMENTER and torchscript is not None and not concepts:
+        raise RunError("Concepts: a TorchScript segmenter needs its concepts file (name,category per class).")
+    if kind != Network.Kind.SEGMENTER and concepts:
+        raise RunError("Concepts: only a segmenter has concepts.")
     if base is not None and base.project_id != project.pk:
         raise RunError(f"Base: network {base.name!r} is not in project {project.name!r}.")
     if step is not None and step < 0:
@@ -148,6 +169,9 @@ def network_register(
             architecture=architecture or "torchscript",
             step=step,
             base=base,
+            kind=kind,
+            concepts=concepts,
+            latent_shape=latent,
             status=Readiness.PENDING,
         )
         if weights is not None:
@@ -160,26 +184,106 @@ def network_register(
 
 
 def network_inspect(*, network_id: int) -> None:
-    """Load the network once and record its layer names, or the reason it cannot be loaded."""
-    from runs.networks import network_layers
+    """Load the network once and record its layer names (a segmenter: its concepts), or the reason it cannot
+    be loaded."""
+    from runs.networks import network_layers, network_token_layers, segmenter_concepts
 
-    _record_check(Network, network_id, lambda network: {"layers": network_layers(network)}, {"layers": []})
+    def measure(network: Network) -> dict[str, Any]:
+        if network.kind == Network.Kind.SEGMENTER:
+            return {"layers": [], "concepts": segmenter_concepts(network)}
+        return {"layers": network_layers(network), "token_layers": network_token_layers(network)}
+
+    _record_check(Network, network_id, measure, {"layers": []})
+
+
+def _check_concepts(concepts: Sequence[Any]) -> list[dict[str, str]]:
+    """A segmenter's concepts as stored: {"name", "category"} per output class, at least one categorized."""
+    checked = []
+    for row, concept in enumerate(concepts, start=1):
+        if not isinstance(concept, dict) or not str(concept.get("name") or "").strip():
+            raise RunError(f"Concepts: class {row} needs a name.")
+        category = str(concept.get("category") or "").strip()
+        checked.append({"name": str(concept["name"]).strip(), "category": category})
+    if checked and not any(c["category"] for c in checked):
+        raise RunError("Concepts: no class has a category, so there is no concept to label.")
+    return checked
+
+
+def segmenter_concepts_read(*, data: bytes, filename: str) -> list[dict[str, str]]:
+    """A segmenter's concepts file: classes.csv (`name,category`, one row per output class in order) or a
+    JSON list of {"name", "category"} (or [name, category] pairs)."""
+    import csv
+    import io
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise RunError(f"Concepts: {filename} is not UTF-8 text.") from None
+    if filename.lower().endswith(".json") or text.lstrip().startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise RunError(f"Concepts: {filename} is not valid JSON ({exc}).") from None
+        if not isinstance(parsed, list):
+            raise RunError(f"Concepts: {filename} must hold a JSON list of classes.")
+        rows = [
+            {"name": item[0], "category": item[1]} if isinstance(item, list) and len(item) == 2 else item
+            for item in parsed
+        ]
+        return _check_concepts(rows)
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [f for f in ("name", "category") if f not in (reader.fieldnames or [])]
+    if missing:
+        raise RunError(f"Concepts: {filename}'s header lacks column(s) {', '.join(missing)}.")
+    rows = []
+    for number, row in enumerate(reader, start=2):
+        if not (row.get("name") or "").strip():
+            raise RunError(f"Concepts: {filename} row {number}: the class needs a name.")
+        rows.append({"name": row["name"], "category": row.get("category") or ""})
+    if not rows:
+        raise RunError(f"Concepts: {filename} lists no class.")
+    return _check_concepts(rows)
 
 
 def probe_set_register(
-    *, project: Project, name: str, path: str, inspect_now: bool = False, created_by: Any = None
+    *,
+    project: Project,
+    name: str,
+    path: str,
+    source_format: str = ProbeSet.Format.BRODEN,
+    segmenter: Network | None = None,
+    image_size: int | None = None,
+    inspect_now: bool = False,
+    created_by: Any = None,
 ) -> ProbeSet:
     """A Broden-format probe set of `project` from a local folder (shared by the workers) or an
     s3://bucket/prefix; `created_by` must be a member of the project (checked, not stored).
 
     Reading it (and downloading an S3 prefix) is a worker's job, as for networks; `inspect_now` does it
-    here."""
+    here. A dataset in another `source_format` (`ProbeSet.Format`) is a `path` inside PROBE_SET_SOURCE_ROOT
+    that a worker converts (`probe_set_convert`) at `image_size` (masks at half of it), with a Job showing
+    its progress; images labelled by a segmenter need the registered `segmenter` network."""
     _check_project(project, created_by)
     name, path = name.strip(), path.strip()
     if not name:
         raise RunError("Name: a probe set needs a name.")
     if not path:
         raise RunError("Path: give a folder or an s3://bucket/prefix.")
+    source_format = source_format or ProbeSet.Format.BRODEN
+    if source_format not in ProbeSet.Format.values:
+        raise RunError(f"Format: {source_format!r} is not one of {', '.join(ProbeSet.Format.values)}.")
+    if source_format != ProbeSet.Format.BRODEN:
+        return _probe_set_register_source(
+            project=project,
+            name=name,
+            path=path,
+            source_format=source_format,
+            segmenter=segmenter,
+            image_size=image_size or 224,
+            inspect_now=inspect_now,
+        )
+    if segmenter is not None:
+        raise RunError("Segmenter: only images labelled by a segmenter take one.")
     if not path.startswith("s3://"):
         path = str(Path(path).expanduser().resolve())
     with transaction.atomic():
@@ -187,6 +291,196 @@ def probe_set_register(
         probe_set = ProbeSet.objects.create(project=project, name=name, path=path, status=Readiness.PENDING)
     _check(probe_set, now=inspect_now, field="Path")
     return probe_set
+
+
+MAX_CONVERT_SIZE = 1024
+"""The largest image side a conversion writes."""
+
+
+def _source_path(path: str) -> Path:
+    """A dataset path (relative to PROBE_SET_SOURCE_ROOT, or absolute inside it) resolved inside that root;
+    anything else is refused: the web form must not read the server's other files."""
+    from runs.storage import inside
+
+    root = Path(settings.PROBE_SET_SOURCE_ROOT).resolve()
+    given = Path(path).expanduser()
+    if given.is_absolute():
+        resolved = given.resolve()
+        relative = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else "/"
+    else:
+        relative = path.rstrip("/")
+    try:
+        source = inside(root, relative, what=path)
+    except DissectionError:
+        raise RunError(
+            f"Path: {path} is not inside the data folder {root} (PROBE_SET_SOURCE_ROOT); give a path in it."
+        ) from None
+    if not source.exists():
+        raise RunError(f"Path: {path} does not exist in the data folder {root}.")
+    return source
+
+
+def _probe_set_register_source(
+    *,
+    project: Project,
+    name: str,
+    path: str,
+    source_format: str,
+    segmenter: Network | None,
+    image_size: int,
+    inspect_now: bool,
+) -> ProbeSet:
+    source = _source_path(path)
+    if not 8 <= image_size <= MAX_CONVERT_SIZE:
+        raise RunError(f"Image size: {image_size} px is not between 8 and {MAX_CONVERT_SIZE}.")
+    if (source_format == ProbeSet.Format.SEGMENTED) != (segmenter is not None):
+        raise RunError("Segmenter: images labelled by a segmenter need one (and only they take one).")
+    if segmenter is not None:
+        if segmenter.project_id != project.pk or segmenter.kind != Network.Kind.SEGMENTER:
+            raise RunError(f"Segmenter: {segmenter.name} is not a segmenter of project {project.name}.")
+        _check_ready(segmenter, "Segmenter")
+    with transaction.atomic():
+        _name_free(ProbeSet, name, "probe set", project)
+        probe_set = ProbeSet.objects.create(
+            project=project,
+            name=name,
+            path="",
+            status=Readiness.PENDING,
+            source_format=source_format,
+            source={
+                "path": str(source),
+                "image_size": image_size,
+                "segmenter": segmenter.pk if segmenter else None,
+            },
+        )
+        Job.objects.update_or_create(
+            project=project,
+            key=_convert_key(probe_set),
+            defaults={"title": f"Convert probe set {name} ({source_format})", "status": Job.Status.QUEUED},
+        )
+        if not inspect_now:
+            probe_set_id = probe_set.pk
+            transaction.on_commit(lambda: task_send("probe_set_convert", probe_set_id))
+    if inspect_now:
+        probe_set_convert(probe_set_id=probe_set.pk)
+        probe_set.refresh_from_db()
+        if probe_set.status == Readiness.FAILED:
+            Job.objects.filter(project=project, key=_convert_key(probe_set)).delete()
+            probe_set.delete()
+            raise RunError(f"Path: {probe_set.error}")
+    return probe_set
+
+
+def _convert_key(probe_set: ProbeSet) -> str:
+    return f"probe-set-{probe_set.pk}-convert"
+
+
+def _converted_home(probe_set: ProbeSet) -> tuple[Path, str]:
+    """(folder to convert into, storage key): the folder itself on local storage, else a work folder whose
+    files are then uploaded under the key."""
+    from django.core.files.storage import FileSystemStorage
+
+    key = f"probe_sets/{probe_set.pk}"
+    if isinstance(default_storage, FileSystemStorage):
+        return Path(default_storage.path(key)), key
+    return Path(settings.WORK_DIR) / "converted" / str(probe_set.pk), key
+
+
+def probe_set_convert(*, probe_set_id: int) -> None:
+    """Convert a registered dataset to the Broden format in storage, its Job showing the progress; then the
+    probe set is READY with its path, or FAILED with the error (naming the file) and no files left. A
+    redelivered conversion resumes where the first stopped (the writer skips finished images)."""
+    import shutil
+
+    from django.core.files.storage import FileSystemStorage
+
+    from runs.storage import store_tree
+
+    probe_set = ProbeSet.objects.get(pk=probe_set_id)
+    if probe_set.status != Readiness.PENDING or probe_set.source_format == ProbeSet.Format.BRODEN:
+        return
+    job = job_begin(
+        project=probe_set.project,
+        key=_convert_key(probe_set),
+        title=f"Convert probe set {probe_set.name} ({probe_set.source_format})",
+    )
+    out, key = _converted_home(probe_set)
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        if done == total or time.monotonic() - last[0] >= PROGRESS_INTERVAL_S:
+            last[0] = time.monotonic()
+            job_progress(job_id=job.pk, done=done, total=total, note="converting images")
+
+    try:
+        count = _convert(probe_set, out, report)
+        path = str(out)
+        if not isinstance(default_storage, FileSystemStorage):
+            job_progress(job_id=job.pk, done=count, total=count, note="uploading")
+            store_tree(key, out)
+            options = _storage_options()
+            location = str(options.get("location") or "").strip("/")
+            path = f"s3://{options['bucket_name']}/{location + '/' if location else ''}{key}"
+            shutil.rmtree(out, ignore_errors=True)
+    except DissectionError as exc:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out.parent / f".{out.name}.partial", ignore_errors=True)
+        error = str(exc).split("\n")[0]
+        ProbeSet.objects.filter(pk=probe_set.pk).update(status=Readiness.FAILED, error=error)
+        job_fail(job_id=job.pk, error=error)
+        return
+    ProbeSet.objects.filter(pk=probe_set.pk).update(
+        path=path, image_count=count, status=Readiness.READY, error=""
+    )
+    job_finish(job_id=job.pk)
+
+
+def _storage_options() -> dict[str, Any]:
+    """The default storage's OPTIONS (an S3 bucket's name and location)."""
+    storage = settings.STORAGES["default"]
+    return dict(storage.get("OPTIONS", {})) if isinstance(storage, dict) else {}
+
+
+def _convert(probe_set: ProbeSet, out: Path, report: Callable[[int, int], None]) -> int:
+    """Write the probe set's source as a Broden set at `out`; returns its image count."""
+    from dissection.convert.formats import convert_dataset, read_source
+
+    source = probe_set.source
+    src = Path(source["path"])
+    size = int(source.get("image_size") or 224)
+    image_size, mask_size = (size, size), (max(1, size // 2), max(1, size // 2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if probe_set.source_format == ProbeSet.Format.SEGMENTED:
+        from dissection.convert.folder import list_images
+        from dissection.convert.segment import segment_folder
+        from runs.networks import network_segmenter
+
+        try:
+            network = Network.objects.get(pk=source.get("segmenter"))
+        except Network.DoesNotExist:
+            raise DissectionError(f"the segmenter (network {source.get('segmenter')}) is gone") from None
+        segmenter = network_segmenter(network, mask_size=mask_size)
+        segment_folder(
+            src,
+            out,
+            segmenter,
+            image_size=image_size,
+            options={"src": str(src), "segmenter": network.pk},
+            progress=False,
+            report=report,
+        )
+        return len(list_images(src))
+    found = read_source(probe_set.source_format, src)
+    convert_dataset(
+        found,
+        out,
+        fmt=probe_set.source_format,
+        image_size=image_size,
+        mask_size=mask_size,
+        progress=False,
+        report=report,
+    )
+    return len(found.images)
 
 
 def probe_set_inspect(*, probe_set_id: int) -> None:
@@ -219,7 +513,7 @@ def _check(thing: Network | ProbeSet, *, now: bool, field: str) -> None:
     failure raises RunError naming `field` and leaves nothing behind."""
     kind = "network" if isinstance(thing, Network) else "probe_set"
     if not now:
-        transaction.on_commit(lambda: _send(f"{kind}_inspect", thing.pk))
+        transaction.on_commit(lambda: task_send(f"{kind}_inspect", thing.pk))
         return
     if isinstance(thing, Network):
         network_inspect(network_id=thing.pk)
@@ -233,7 +527,7 @@ def _check(thing: Network | ProbeSet, *, now: bool, field: str) -> None:
         raise RunError(f"{field}: {thing.error}")
 
 
-def _send(task: str, *args: object) -> bool:
+def task_send(task: str, *args: object) -> bool:
     """Queue one of `runs.tasks` by name (routed by CELERY_TASK_ROUTES), so that this module, which the
     tasks call, never imports them back. False when the broker is unreachable: the rows are committed, and
     `runs_sweep` (Celery beat, or `manage.py sweep_runs`) queues them once the broker is back."""
@@ -261,7 +555,7 @@ def _lock_run(run_id: int) -> DissectionRun:
 
 def _enqueue(shard_ids: Sequence[int]) -> bool:
     """Queue the shards and note when the broker took each; False when it could not take them all."""
-    sent = [shard_id for shard_id in shard_ids if _send("dissect_shard", shard_id)]
+    sent = [shard_id for shard_id in shard_ids if task_send("dissect_shard", shard_id)]
     Shard.objects.filter(pk__in=sent).update(queued_at=timezone.now())
     return len(sent) == len(shard_ids)
 
@@ -278,15 +572,22 @@ def run_launch(
     project: Project,
     name: str,
     network: Network,
-    probe_set: ProbeSet,
+    probe_set: ProbeSet | None = None,
     layers: Sequence[str],
     shard_size: int = 64,
     topk: int = 20,
     semantics: str = "paper",
+    segmenter: Network | None = None,
+    samples: int | None = None,
+    seed: int | None = None,
+    tokens: str = "auto",
     created_by: Any = None,
 ) -> DissectionRun:
     """A queued run of `project` with its scan shards (slices of `shard_size` images); they are enqueued on
     commit. The network and the probe set must be the project's, so that no project shows another's.
+
+    A generator network takes a `segmenter` network instead of a probe set: its probe set is `samples`
+    samples drawn from `seed` and labelled by the segmenter, made again by each shard that needs them.
 
     Layer names are checked against the names recorded at registration; the model is not loaded here."""
     run, shard_ids = _run_create(
@@ -298,6 +599,10 @@ def run_launch(
         shard_size=shard_size,
         topk=topk,
         semantics=semantics,
+        segmenter=segmenter,
+        samples=samples,
+        seed=seed,
+        tokens=tokens,
         created_by=created_by,
     )
     # After the commit, so a worker always finds the rows; a broker that is down leaves a queued run that the
@@ -316,6 +621,7 @@ def run_series_launch(
     shard_size: int = 64,
     topk: int = 20,
     semantics: str = "paper",
+    tokens: str = "auto",
     created_by: Any = None,
 ) -> list[DissectionRun]:
     """One run per network (the checkpoints of a training series, a fine-tuned copy), all with the same probe
@@ -338,6 +644,7 @@ def run_series_launch(
                 shard_size=shard_size,
                 topk=topk,
                 semantics=semantics,
+                tokens=tokens,
                 created_by=created_by,
             )
             for network in networks
@@ -346,22 +653,63 @@ def run_series_launch(
     return [run for run, _ in made]
 
 
+def _generator_inputs(
+    network: Network,
+    probe_set: ProbeSet | None,
+    segmenter: Network | None,
+    samples: int | None,
+    seed: int | None,
+) -> tuple[int, int, int]:
+    """(images, samples, seed) of a run: a classifier's probe set size, or a generator's samples."""
+    if network.kind == Network.Kind.SEGMENTER:
+        raise RunError(f"Network: {network.name!r} is a segmenter; it labels a generator's samples.")
+    if network.kind == Network.Kind.CLASSIFIER:
+        if probe_set is None:
+            raise RunError("Probe set: pick the probe set to dissect the network on.")
+        if segmenter is not None:
+            raise RunError(
+                f"Segmenter: {network.name!r} is a classifier; only a generator takes a segmenter."
+            )
+        _check_ready(probe_set, "probe set")
+        if probe_set.image_count < 1:
+            raise RunError(f"Probe set: {probe_set.name!r} holds no images.")
+        return probe_set.image_count, 0, 0
+    if probe_set is not None:
+        raise RunError("Probe set: a generator is dissected on its own samples; leave the probe set empty.")
+    if segmenter is None:
+        raise RunError(
+            f"Segmenter: pick the segmenter that labels the samples of generator {network.name!r}."
+        )
+    if segmenter.kind != Network.Kind.SEGMENTER:
+        raise RunError(f"Segmenter: {segmenter.name!r} is a {segmenter.kind}, not a segmenter.")
+    _check_ready(segmenter, "segmenter")
+    if not samples or samples < 2:
+        raise RunError("Samples: a generator run needs at least 2 samples.")
+    if seed is None or seed < 0:
+        raise RunError("Seed: give a seed of 0 or more (the samples are drawn from it).")
+    return samples, samples, seed
+
+
 def _run_create(
     *,
     project: Project,
     name: str,
     network: Network,
-    probe_set: ProbeSet,
+    probe_set: ProbeSet | None,
     layers: Sequence[str],
     shard_size: int,
     topk: int,
     semantics: str,
     created_by: Any,
+    segmenter: Network | None = None,
+    samples: int | None = None,
+    seed: int | None = None,
+    tokens: str = "auto",
 ) -> tuple[DissectionRun, list[int]]:
     """The checked rows of a queued run and its scan shards (not yet enqueued) and their ids."""
     _check_project(project, created_by)
-    for thing, what in ((network, "Network"), (probe_set, "Probe set")):
-        if thing.project_id != project.pk:
+    for thing, what in ((network, "Network"), (probe_set, "Probe set"), (segmenter, "Segmenter")):
+        if thing is not None and thing.project_id != project.pk:
             raise RunError(f"{what}: {thing.name!r} is not in project {project.name!r}.")
     name = name.strip()
     layers = list(dict.fromkeys(layer.strip() for layer in layers if layer.strip()))
@@ -377,10 +725,15 @@ def _run_create(
         raise RunError(f"Semantics: {semantics!r} is not one of {', '.join(SEMANTICS)}.")
     if shard_size < 1 or topk < 1:
         raise RunError("Images per shard and top images per unit must be at least 1.")
+    from dissection.tokens import parse_rule
+
+    tokens = (tokens or "auto").strip()
+    try:
+        parse_rule(tokens)
+    except DissectionError as exc:
+        raise RunError(f"Token rule: {exc}.") from None
     _check_ready(network, "network")
-    _check_ready(probe_set, "probe set")
-    if probe_set.image_count < 1:
-        raise RunError(f"Probe set: {probe_set.name!r} holds no images.")
+    images, samples, seed = _generator_inputs(network, probe_set, segmenter, samples, seed)
     unknown = [layer for layer in layers if network.layers and layer not in network.layers]
     if unknown:
         shown = ", ".join(network.layers[:60]) + (", …" if len(network.layers) > 60 else "")
@@ -388,14 +741,18 @@ def _run_create(
             f"Layers: network {network.name!r} has no layer {', '.join(map(repr, unknown))}; "
             f"its layers: {shown}"
         )
-    count = math.ceil(probe_set.image_count / shard_size)
+    count = math.ceil(images / shard_size)
     with transaction.atomic():
         run = DissectionRun.objects.create(
             project=project,
             name=name,
             network=network,
             probe_set=probe_set,
+            segmenter=segmenter,
+            samples=samples,
+            seed=seed,
             layers=layers,
+            tokens=tokens,
             semantics=semantics,
             topk=topk,
             shards_total=2 * count + len(layers) + 3,
@@ -408,7 +765,7 @@ def _run_create(
                     phase=Phase.SCAN,
                     index=i,
                     start=i * shard_size,
-                    stop=min((i + 1) * shard_size, probe_set.image_count),
+                    stop=min((i + 1) * shard_size, images),
                 )
                 for i in range(count)
             ]
@@ -422,7 +779,8 @@ def _run_create(
             subject=f"run {run.name!r}",
             details={
                 "network": network.name,
-                "probe_set": probe_set.name,
+                "probe_set": probe_set.name if probe_set else None,
+                **({"segmenter": segmenter.name, "samples": samples, "seed": seed} if segmenter else {}),
                 "layers": layers,
                 "semantics": semantics,
                 "topk": topk,
@@ -672,6 +1030,8 @@ def run_publish(*, work: ShardWork, layers: Sequence[PublishedLayer]) -> bool:
         run.report = {**run.report, **{p.layer: f"{p.prefix}/report.html" for p in layers}}
         run.status, run.progress, run.eta_seconds, run.finished_at = Status.DONE, 1.0, None, timezone.now()
         run.save(update_fields=["report", "status", "progress", "eta_seconds", "finished_at"])
+        if run.segmenter_id is not None:
+            transaction.on_commit(lambda: task_send("gan_effects", run.pk))
     return True
 
 
@@ -687,7 +1047,7 @@ def unit_tiles_ensure(*, unit_ids: Sequence[int]) -> int:
     pending = list(
         Unit.objects.filter(pk__in=list(unit_ids), images__image="")
         .distinct()
-        .select_related("run__probe_set")
+        .select_related("run__probe_set", "run__network")
         .order_by("run_id", "layer", "channel")
     )
     if not pending:
@@ -710,9 +1070,9 @@ def run_set_report(*, run_id: int, key: str, value: Any) -> None:
 
 def cam_gallery_request(*, run: DissectionRun, images: int = 8) -> None:
     """Enqueue (after commit) the CAM gallery of a finished run."""
-    if run.status != Status.DONE or run.network_id is None:
-        raise RunError("A CAM gallery needs a finished dissection run of a network.")
-    transaction.on_commit(lambda: _send("cam_gallery", run.pk, images))
+    if run.status != Status.DONE or run.network_id is None or run.segmenter_id is not None:
+        raise RunError("A CAM gallery needs a finished dissection run of a classifier.")
+    transaction.on_commit(lambda: task_send("cam_gallery", run.pk, images))
 
 
 # --- imported units ----------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Celery tasks for runs: thin wrappers that take ids and call the pipeline or a service.
 
-Shards and CAM galleries run on the `gpu` queue (CELERY_TASK_ROUTES), the registration checks and the sweep
-on the default queue. With acks late and reject-on-worker-lost a shard whose worker dies is delivered again;
-`runs.services.shard_start` counts deliveries and fails the run past SHARD_MAX_DELIVERIES, and a repeated
-shard never counts twice.
+Shards, CAM galleries and feature visualizations run on the `gpu` queue (CELERY_TASK_ROUTES), the
+registration checks and the sweep on the default queue. With acks late and reject-on-worker-lost a shard whose
+worker dies is delivered again; `runs.services.shard_start` counts deliveries and fails the run past
+SHARD_MAX_DELIVERIES, and a repeated shard never counts twice.
 """
 
 from __future__ import annotations
@@ -44,6 +44,26 @@ def cam_gallery(run_id: int, images: int = 8) -> None:
     gallery_build(run_id=run_id, images=images)
 
 
+@app.task(name="runs.tasks.gan_effects", ignore_result=True)
+def gan_effects(run_id: int) -> None:
+    """The causal effects of a finished generator run (queued when it is published)."""
+    from runs.effects import gan_effects_build
+    from runs.pipeline import torch_threads
+
+    torch_threads(int(os.environ.get("TORCH_NUM_THREADS", "0") or 0))
+    gan_effects_build(run_id=run_id)
+
+
+@app.task(name="runs.tasks.featviz_shard", base=DatabaseRetrying)
+def featviz_shard(run_id: int, layer: str, index: int, token: str) -> None:
+    """One group of units' feature visualizations (`runs.featviz`); a repeated delivery rewrites its keys."""
+    from runs.featviz import featviz_shard_run
+    from runs.pipeline import torch_threads
+
+    torch_threads(int(os.environ.get("TORCH_NUM_THREADS", "0") or 0))
+    featviz_shard_run(run_id=run_id, layer=layer, index=index, token=token)
+
+
 @app.task(name="runs.tasks.runs_sweep", base=DatabaseRetrying)
 def runs_sweep() -> None:
     from runs.services import runs_sweep
@@ -56,6 +76,14 @@ def network_inspect(network_id: int) -> None:
     from runs.services import network_inspect
 
     network_inspect(network_id=network_id)
+
+
+@app.task(name="runs.tasks.probe_set_convert", base=DatabaseRetrying)
+def probe_set_convert(probe_set_id: int) -> None:
+    """A registered dataset converted to the Broden format (`runs.services.probe_set_convert`)."""
+    from runs.services import probe_set_convert
+
+    probe_set_convert(probe_set_id=probe_set_id)
 
 
 @app.task(name="runs.tasks.probe_set_inspect", base=DatabaseRetrying)

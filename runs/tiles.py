@@ -18,22 +18,22 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from PIL import Image
 
-from dissection.errors import ProbeSetError
+from dissection.errors import DissectionError, ProbeSetError
 from dissection.render import encode_jpeg, unit_tiles
 from runs.errors import RunError
-from runs.models import ProbeSet, Unit
+from runs.models import DissectionRun, ProbeSet, Unit
 from runs.storage import inside, probe_set_root, store_bytes
 
 
 def unit_tiles_make(units: Iterable[Unit]) -> dict[int, dict[int, str]]:
     """Per unit id, the stored name of each rank's tile; each layer's result.json and maps.npy are read once.
-    The units must come with `run__probe_set` selected."""
+    The units must come with `run__probe_set` selected (a generator run's come from its generator)."""
     made: dict[int, dict[int, str]] = {}
     for (_, layer), group in groupby(units, key=lambda unit: (unit.run_id, unit.layer)):
         members = list(group)
         run = members[0].run
         report = run.report.get(layer)
-        if not report or run.probe_set is None:
+        if not report or (run.probe_set is None and run.segmenter_id is None):
             raise RunError(f"Unit {members[0].channel + 1} of {layer}: its run {run.name!r} has no report.")
         prefix = str(PurePosixPath(report).parent)
         document = _stored_json(f"{prefix}/result.json")
@@ -41,15 +41,26 @@ def unit_tiles_make(units: Iterable[Unit]) -> dict[int, dict[int, str]]:
         for unit in members:
             entry = document["units"][unit.channel]
             where = f"Unit {unit.channel + 1} of {layer} in run {run.name!r}"
-            images = np.stack(
-                [_probe_image(run.probe_set, image["image"], where) for image in entry["images"]]
-            )
+            images = _unit_images(run, entry["images"], where)
             tiles = unit_tiles(images, maps[unit.channel, : len(images)], entry["threshold"])
             made[unit.pk] = {
                 rank: store_bytes(f"{prefix}/{image['tile']}", encode_jpeg(tile))
                 for rank, (image, tile) in enumerate(zip(entry["images"], tiles, strict=True))
             }
     return made
+
+
+def _unit_images(run: DissectionRun, images: list[dict[str, Any]], where: str) -> np.ndarray:
+    """The unit's top images: probe images, or a generator run's samples drawn again from (seed, index)."""
+    if run.probe_set is not None:
+        return np.stack([_probe_image(run.probe_set, image["image"], where) for image in images])
+    from runs.networks import generator_images
+
+    assert run.network is not None, "a generator run has its generator"
+    try:
+        return generator_images(run.network, run.seed, [int(image["index"]) for image in images])
+    except DissectionError as exc:
+        raise RunError(f"{where}: its samples cannot be drawn again ({exc}).") from None
 
 
 def _stored_json(key: str) -> dict[str, Any]:

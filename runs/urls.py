@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs import views
+from runs import paint, views
 
 app_name = "runs"
 
@@ -13,6 +13,8 @@ urlpatterns = [
     path("runs/<int:run_id>/status.json", views.run_status, name="run_status"),
     path("runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/cam/", views.run_cam, name="run_cam"),
+    path("runs/<int:run_id>/paint/", paint.run_paint, name="paint"),
+    path("runs/<int:run_id>/featviz/", views.run_featviz, name="run_featviz"),
     path("networks/new/", views.network_create, name="network_create"),
     path("probe-sets/new/", views.probe_set_create, name="probe_set_create"),
     # FieldFile.url of local media is MEDIA_URL + key, so this prefix is MEDIA_URL (fixed at /media/).

@@ -34,10 +34,12 @@ from runs import selectors as run_selectors
 from runs import services as run_services
 from runs.access import staff_required
 from runs.errors import RunError
-from runs.forms import NetworkForm, ProbeSetForm, RunForm, RunSeriesForm, UnitFilterForm
-from runs.models import DissectionRun
+from runs.featviz import featviz_launch, featviz_layers, featviz_units
+from runs.forms import FeatvizForm, NetworkForm, ProbeSetForm, RunForm, RunSeriesForm, UnitFilterForm
+from runs.models import DissectionRun, Network
 
 POLL_SECONDS = 2
+ACTIVE_JOB = ("queued", "running")
 # Stored HTML (report.html: inline CSS and SVG, images beside it) and SVG may show images and styles from
 # here and nothing else: no script, no form, no frame, no plugin.
 MEDIA_CSP = (
@@ -101,13 +103,9 @@ def run_series_create(request: HttpRequest) -> HttpResponse:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"{len(series)} runs queued: {', '.join(r.name for r in series)}.")
-                return redirect(_compare_url([run.pk for run in series]))
+                return redirect(run_selectors.runs_compare_url(runs=series))
         return render(request, "runs/new.html", context, status=400)
     return render(request, "runs/new.html", context)
-
-
-def _compare_url(run_ids: list[int]) -> str:
-    return f"{reverse('runs:run_compare')}?{urlencode([('run', pk) for pk in run_ids])}"
 
 
 @staff_required
@@ -139,6 +137,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             run=run, layer=layer, filters=form.unit_filter(), thumbnails=run_selectors.THUMBNAILS_PER_UNIT
         )
         page = Paginator(units, run_selectors.UNITS_PER_PAGE).get_page(request.GET.get("page"))
+        listed = list(page.object_list)
+        shown = featviz_units(run_id=run.pk, layer=layer, channels=[unit.channel for unit in listed])
         query = request.GET.copy()
         query.pop("page", None)
         context.update(
@@ -148,7 +148,16 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             form=form,
             page=page,
             page_query=query.urlencode(),
+            featviz_shown=bool(shown),
+            page_units=[(unit, shown.get(unit.channel)) for unit in listed],
         )
+        if run.network is not None and run.network.kind == Network.Kind.CLASSIFIER:
+            featviz = featviz_layers(run=run, layers=layers)
+            context.update(
+                featviz_form=FeatvizForm(initial={"layer": layer}, layers=layers),
+                featviz=featviz,
+                featviz_running=any(item.job and item.job.status in ACTIVE_JOB for item in featviz),
+            )
     return render(request, "runs/detail.html", context)
 
 
@@ -201,6 +210,30 @@ def run_cam(request: HttpRequest, run_id: int) -> HttpResponse:
     return _run_action(
         request, run_id, run_services.cam_gallery_request, "CAM gallery queued; reload this page in a moment."
     )
+
+
+@staff_required
+@require_POST
+def run_featviz(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Queue feature visualization of one layer's units (a sharded job; the run page shows its progress)."""
+    run = get_object_or_404(DissectionRun.objects.visible_to(request.user), pk=run_id)
+    form = FeatvizForm(request.POST, layers=run_selectors.run_layers(run=run))
+    if not form.is_valid():
+        problems = [
+            f"{form.fields[name].label or name.capitalize()}: {error}"
+            for name, errors in form.errors.items()
+            for error in errors
+        ]
+        messages.error(request, "Feature visualization not queued. " + " ".join(problems))
+    else:
+        try:
+            featviz_launch(run=run, **form.cleaned_data)
+        except RunError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Feature visualization of {form.cleaned_data['layer']} queued.")
+    layer = urlencode({"layer": form.data.get("layer", "")})
+    return redirect(f"{reverse('runs:run_detail', args=[run.pk])}?{layer}#featviz")
 
 
 @staff_required

@@ -206,14 +206,10 @@ class SubmitOutcome:
     block_reason: str = ""
 
 
-def _submit_once(
-    assignment_id: int,
-    words: str,
-    category: str,
-    rejected_ranks: Iterable[int],
-    verify_answer: bool | None,
-    now: datetime,
-) -> SubmitOutcome:
+def assignment_lock_for_answer(*, assignment_id: int) -> tuple[Assignment, Annotation | None]:
+    """Lock the assignment (inside the caller's transaction) and return it with its stored answer, if any (a
+    replay); without one, refuse an assignment that may not take an answer now: expired, closed, in a batch
+    that is not open, or of a blocked crowd worker."""
     assignment = (
         Assignment.objects.select_for_update(of=("self",))
         .select_related("task__batch", "task__unit", "worker")
@@ -221,8 +217,8 @@ def _submit_once(
     )
     stored = Annotation.objects.filter(assignment=assignment).first()
     if stored is not None:
-        return SubmitOutcome(stored, replay=True)
-    task, batch, worker = assignment.task, assignment.task.batch, assignment.worker
+        return assignment, stored
+    batch, worker = assignment.task.batch, assignment.worker
     if assignment.status == Status.EXPIRED:
         raise AssignmentExpired("The time for this task ran out, so the answer was not stored.")
     if assignment.status != Status.ACCEPTED:
@@ -233,6 +229,21 @@ def _submit_once(
         raise BatchClosed(f"This batch is {batch.get_state_display().lower()}; the answer was not stored.")
     if worker.blocked:
         raise WorkerBlocked("Your worker account may no longer submit work to this requester.")
+    return assignment, None
+
+
+def _submit_once(
+    assignment_id: int,
+    words: str,
+    category: str,
+    rejected_ranks: Iterable[int],
+    verify_answer: bool | None,
+    now: datetime,
+) -> SubmitOutcome:
+    assignment, stored = assignment_lock_for_answer(assignment_id=assignment_id)
+    if stored is not None:
+        return SubmitOutcome(stored, replay=True)
+    task = assignment.task
     shown = selectors.task_image_ranks(task=task)
     ranks: list[int]
     if task.kind == Task.Kind.VERIFY:
@@ -265,14 +276,17 @@ def _score_gold(assignment: Assignment, annotation: Annotation, now: datetime) -
     """Score a verified answer to a gold label task once (gold_passed stays None until then): the worker's
     gold counters, auto-rejection of a submitted answer, and the reason to block them ("" for none)."""
     task, batch = assignment.task, assignment.task.batch
-    if not (task.is_gold and task.kind == Task.Kind.LABEL) or assignment.gold_passed is not None:
+    if not task.is_gold or task.kind == Task.Kind.VERIFY or assignment.gold_passed is not None:
         return ""
-    passed = gold_matches(
-        words=annotation.words,
-        category=annotation.category,
-        gold_category=task.gold_category,
-        gold_words=task.gold_words,
-    )
+    if task.kind == Task.Kind.TWOAFC:  # a 2AFC catch trial: the obvious pair
+        passed = bool(annotation.correct)
+    else:
+        passed = gold_matches(
+            words=annotation.words,
+            category=annotation.category,
+            gold_category=task.gold_category,
+            gold_words=task.gold_words,
+        )
     assignment.gold_passed = passed
     CrowdWorker.objects.filter(pk=assignment.worker_id).update(
         gold_total=F("gold_total") + 1, gold_correct=F("gold_correct") + int(passed)

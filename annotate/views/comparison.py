@@ -25,10 +25,12 @@ from django.views.decorators.http import require_POST, require_safe
 from agreement.categories import LABELS
 from agreement.glossary import DEFINITIONS
 from agreement.records import ALL_LAYERS
+from agreement.twoafc import condition_plot_svg
 from annotate.errors import AnnotateError, DuplicateVerification
 from annotate.forms import MinAnswersForm
 from annotate.models import Batch, ComparisonSummary, Task
 from annotate.selectors import comparison as selectors
+from annotate.selectors import twoafc as twoafc_selectors
 from annotate.services import comparison as comparison_services
 from annotate.services import verification as services
 from runs.access import staff_required
@@ -120,6 +122,28 @@ SUFFIXES = {
     "_p": "p-value",
 }
 SUMMARY = "summary"
+TWOAFC_TABLE_TITLES = {
+    "twoafc_conditions": "2AFC: proportion correct per layer and condition",
+    "twoafc_differences": "2AFC: differences between conditions (first minus second)",
+    "twoafc_units": "2AFC: could people predict each unit?",
+}
+"""A 2AFC batch's tables, in the order its section shows them (`twoafc_selectors.RESULT_TABLES`)."""
+
+
+def _twoafc(request: HttpRequest, batch: Batch | None) -> dict[str, Any] | None:
+    """A 2AFC batch's results for its section of the dashboard (None for any other batch or a run)."""
+    if batch is None or batch.task_type != Batch.TaskType.TWOAFC:
+        return None
+    results = twoafc_selectors.twoafc_results(batch=batch)
+    tables = results["tables"]
+    return {
+        **results,
+        "plot": mark_safe(condition_plot_svg(tables["twoafc_conditions"])),  # built from escaped parts
+        "display": [
+            {"name": name, "title": title, **_display(request, name, tables[name])}
+            for name, title in TWOAFC_TABLE_TITLES.items()
+        ],
+    }
 
 
 def column_title(column: str) -> str:
@@ -247,6 +271,7 @@ def _dashboard(
             "export_url": export_url,
             "all_layers": ALL_LAYERS,
             "can_verify": batch is not None and batch.tasks.filter(kind=Task.Kind.LABEL).exists(),
+            "twoafc": _twoafc(request, batch),
             "tables": [
                 {"name": name, "title": title, **_display(request, name, tables[name])}
                 for name, title in TABLE_TITLES.items()
@@ -269,10 +294,15 @@ def _export(
     X-Comparison-Stale whether newer answers are being counted (as the API says)."""
     if fmt not in ("csv", "json") or (table == SUMMARY and fmt != "json"):
         raise Http404("Unknown export format.")
-    if table != SUMMARY and table not in TABLE_TITLES:
+    twoafc = batch is not None and batch.task_type == Batch.TaskType.TWOAFC
+    if table != SUMMARY and table not in TABLE_TITLES and not (twoafc and table in TWOAFC_TABLE_TITLES):
         raise Http404("Unknown table.")
     stored, stale = _figures(request, batch=batch, run=run)
     summary = stored.summary
+    if twoafc:
+        assert batch is not None
+        results = twoafc_selectors.twoafc_results(batch=batch)
+        summary = {**summary, "twoafc": results, "tables": {**summary["tables"], **results["tables"]}}
     if table == SUMMARY:
         body, content_type = json.dumps(summary, indent=2) + "\n", "application/json"
     else:

@@ -30,6 +30,8 @@ CACHE_CONTROL = "private, max-age=3600"
 def task_image(request: HttpRequest, task_id: str, rank: int) -> FileResponse:
     """Image `rank` of the task (its preview and answer pages show these), or 404."""
     task = get_object_or_404(Task.objects.select_related("batch", "unit"), public_id=task_id)
+    if task.kind == Task.Kind.TWOAFC:  # a trial's references come per assignment, under its condition
+        raise Http404("No such image.")
     return unit_image_response(selectors.task_image(task=task, rank=rank))
 
 

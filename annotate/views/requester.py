@@ -28,11 +28,13 @@ from annotate.forms import (
     BlockForm,
     ReviewFilterForm,
     ReviewForm,
+    twoafc_batch_kwargs,
 )
 from annotate.models import Assignment, Batch, Provider
 from annotate.providers import ProviderError, prolific
 from annotate.selectors.qualifications import batch_qualification_standings
 from annotate.services.qualifications import batch_qualifications_set
+from annotate.services.twoafc import twoafc_batch_create
 from runs.access import staff_required
 from runs.audit import audit_events
 from runs.models import DissectionRun
@@ -91,7 +93,10 @@ def batch_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
-                batch = services.batch_create(**form.batch_kwargs(), created_by=request.user)
+                if form.cleaned_data.get("task_type") == Batch.TaskType.TWOAFC:
+                    batch = twoafc_batch_create(**twoafc_batch_kwargs(form), created_by=request.user)
+                else:
+                    batch = services.batch_create(**form.batch_kwargs(), created_by=request.user)
                 # The form checked the project and provider, so this cannot refuse what batch_create made.
                 batch_qualifications_set(
                     batch=batch, qualifications=form.cleaned_data["qualifications"], actor=request.user

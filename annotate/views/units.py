@@ -17,6 +17,7 @@ from annotate.selectors.units import unit_page, unit_visible
 from annotate.views.comparison import AGGREGATIONS
 from runs.access import staff_required
 from runs.errors import RunError
+from runs.featviz import featviz_unit
 from runs.services import unit_tiles_ensure
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def unit_detail(request: HttpRequest, unit_id: int) -> HttpResponse:
             "aggregations": AGGREGATIONS,
             "tiles": page.tiles(),
             "tiles_missing": tiles_missing,
+            "featviz": featviz_unit(unit=unit),
             "answer_rows": [(answer, page.answer_marks(answer)) for answer in page.answers],
         },
     )

@@ -16,7 +16,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core import signing
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
@@ -31,12 +32,17 @@ from django_ratelimit.core import is_ratelimited  # type: ignore[import-untyped]
 from annotate import selectors, services
 from annotate.errors import AnnotateError
 from annotate.forms import (
+    TwoAfcAnswerForm,
     WorkerStartForm,
     answer_form,
 )
 from annotate.models import Assignment, Batch, CrowdWorker, Provider, Task
 from annotate.providers import get_provider, prolific
+from annotate.selectors import twoafc as twoafc_selectors
 from annotate.selectors.qualifications import FAILED_MESSAGE, qualification_refusal
+from annotate.services import twoafc as twoafc_services
+from annotate.views.images import CACHE_CONTROL, unit_image_response
+from runs.featviz import featviz_keys
 
 SESSION_WORKERS = "annotate_workers"
 """Session key: {batch public id: the public id of the worker this browser is on that batch}."""
@@ -106,13 +112,40 @@ def link_context(request: HttpRequest, batch: Batch, worker: CrowdWorker | None)
 
 def task_context(task: Task, **extra: Any) -> dict[str, Any]:
     """What a worker's task page shows: the batch's wording and the task's images, served by
-    `annotate:task_image` under the task's id and rank only, and nothing about the unit."""
+    `annotate:task_image` under the task's id and rank only, and nothing about the unit; with the batch's
+    `show_featviz`, the unit's feature visualizations, served by `annotate:task_featviz` the same way."""
     return {
         "task": task,
         "batch": task.batch,
         "images": selectors.task_images(task=task),
+        "featviz": range(len(_task_featviz_keys(task))),
         **extra,
     }
+
+
+def _task_featviz_keys(task: Task) -> list[str]:
+    """The unit's feature-visualization keys when the batch shows them on its label tasks, else []."""
+    if not task.batch.show_featviz or task.kind != Task.Kind.LABEL or task.unit_id is None:
+        return []
+    return featviz_keys(unit=task.unit)
+
+
+@require_safe
+def task_featviz(request: HttpRequest, task_id: str, index: int) -> FileResponse:
+    """Feature visualization `index` of the task's unit, as a bare image (no file name: the stored key names
+    the run and layer), or 404 when the batch does not show them."""
+    task = get_object_or_404(Task.objects.select_related("batch", "unit"), public_id=task_id)
+    keys = _task_featviz_keys(task)
+    if not 0 <= index < len(keys):
+        raise Http404("No such image.")
+    try:
+        handle = default_storage.open(keys[index], "rb")
+    except OSError:
+        raise Http404("No such image.") from None
+    response = FileResponse(handle, content_type="image/png")
+    response.headers.pop("Content-Disposition", None)
+    response["Cache-Control"] = CACHE_CONTROL
+    return response
 
 
 @require_http_methods(["GET", "POST"])
@@ -307,6 +340,8 @@ def task_preview(request: HttpRequest, task_id: str) -> HttpResponse:
                 task=task, worker=worker, **request.session.get(SESSION_PROLIFIC, {})
             )
         except AnnotateError as exc:
+            if task.kind == Task.Kind.TWOAFC:
+                return _twoafc_page(request, task, preview=True, error=str(exc), status=exc.status, **links)
             return render(
                 request,
                 "annotate/worker/task.html",
@@ -316,6 +351,8 @@ def task_preview(request: HttpRequest, task_id: str) -> HttpResponse:
                 status=exc.status,
             )
         return redirect("annotate:assignment", assignment_id=assignment.public_id)
+    if task.kind == Task.Kind.TWOAFC:
+        return _twoafc_page(request, task, preview=True, **links)
     return render(
         request,
         "annotate/worker/task.html",
@@ -340,6 +377,8 @@ def assignment_work(request: HttpRequest, assignment_id: str) -> HttpResponse:
     assignment = _own_assignment(request, assignment_id)
     task = assignment.task
     links = link_context(request, task.batch, assignment.worker)
+    if task.kind == Task.Kind.TWOAFC:
+        return _twoafc_work(request, assignment, links)
     ranks = selectors.task_image_ranks(task=task)
     if request.method == "GET":
         if assignment.status == Assignment.Status.ACCEPTED and assignment.deadline > timezone.now():
@@ -372,3 +411,101 @@ def assignment_return(request: HttpRequest, assignment_id: str) -> HttpResponse:
     except AnnotateError as exc:
         return worker_error(request, str(exc), exc.status, assignment.task.batch)
     return redirect("annotate:batch_next", batch_id=assignment.task.batch.public_id)
+
+
+def _twoafc_page(request: HttpRequest, task: Task, *, status: int = 200, **context: Any) -> HttpResponse:
+    """A 2AFC trial page: the references and queries come by number and side under the assignment's id
+    (`annotate:trial_reference`, `annotate:trial_featviz`, `annotate:trial_query`), so nothing on the
+    page, its URLs or its alt texts tells which query is the strong one."""
+    assignment = context.get("assignment")
+    view = twoafc_selectors.trial_view(assignment=assignment) if assignment is not None else None
+    return render(
+        request,
+        "annotate/worker/twoafc.html",
+        {
+            "task": task,
+            "batch": task.batch,
+            "form": context.pop("form", None) or TwoAfcAnswerForm(),
+            "natural": range(view.natural) if view else (),
+            "featviz": range(view.featviz) if view else (),
+            "sides": (("left", "1", "←"), ("right", "2", "→")),
+            **context,
+        },
+        status=status,
+    )
+
+
+def _twoafc_work(request: HttpRequest, assignment: Assignment, links: dict[str, Any]) -> HttpResponse:
+    """A 2AFC assignment: GET serves the trial (fixing its condition, sides and serving time once); POST
+    stores the answer once."""
+    task = assignment.task
+    if request.method == "GET":
+        if assignment.status == Assignment.Status.ACCEPTED and assignment.deadline > timezone.now():
+            served = twoafc_services.twoafc_trial_serve(assignment=assignment)
+            return _twoafc_page(request, task, assignment=served, **links)
+        if assignment.status in (Assignment.Status.ACCEPTED, Assignment.Status.EXPIRED):
+            return worker_error(request, "The time for this task ran out.", 410, task.batch)
+        return redirect("annotate:batch_next", batch_id=task.batch.public_id)
+    form = TwoAfcAnswerForm(request.POST)
+    if not form.is_valid():
+        return _twoafc_page(request, task, assignment=assignment, form=form, status=400, **links)
+    try:
+        twoafc_services.twoafc_answer_submit(
+            assignment=assignment,
+            choice=form.cleaned_data["choice"],
+            confidence=form.cleaned_data["confidence"],
+        )
+    except AnnotateError as exc:
+        return _twoafc_page(
+            request, task, assignment=assignment, form=form, error=str(exc), status=exc.status, **links
+        )
+    done = selectors.worker_answered_count(batch=task.batch, worker=assignment.worker)
+    messages.success(request, f"Saved — trial {done} of {task.batch.tasks.count()}.")
+    return redirect("annotate:batch_next", batch_id=task.batch.public_id)
+
+
+def _open_trial(request: HttpRequest, assignment_id: str) -> Assignment:
+    """The session worker's own accepted, served 2AFC assignment; anything else is a 404."""
+    assignment = _own_assignment(request, assignment_id)
+    if (
+        assignment.task.kind != Task.Kind.TWOAFC
+        or assignment.status != Assignment.Status.ACCEPTED
+        or not assignment.trial
+    ):
+        raise Http404("No such image.")
+    return assignment
+
+
+@require_safe
+def trial_reference(request: HttpRequest, assignment_id: str, number: int) -> FileResponse:
+    """Natural reference `number` of the trial, when its condition shows natural references."""
+    assignment = _open_trial(request, assignment_id)
+    return unit_image_response(twoafc_selectors.trial_natural_image(assignment=assignment, number=number))
+
+
+@require_safe
+def trial_featviz(request: HttpRequest, assignment_id: str, number: int) -> FileResponse:
+    """Feature visualization `number` of the trial's unit, when its condition shows them."""
+    key = twoafc_selectors.trial_featviz_key(assignment=_open_trial(request, assignment_id), number=number)
+    if key is None:
+        raise Http404("No such image.")
+    try:
+        handle = default_storage.open(key, "rb")
+    except OSError:
+        raise Http404("No such image.") from None
+    response = FileResponse(handle, content_type="image/png")
+    response.headers.pop("Content-Disposition", None)
+    response["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+@require_safe
+def trial_query(request: HttpRequest, assignment_id: str, side: str) -> HttpResponse:
+    """The query image on `side` (left or right), re-encoded so it carries no name: which one is the strong
+    query is known to the server only."""
+    png = twoafc_selectors.trial_query_png(assignment=_open_trial(request, assignment_id), side=side)
+    if png is None:
+        raise Http404("No such image.")
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = CACHE_CONTROL
+    return response

@@ -6,31 +6,32 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any
 
+from dissection.convert.formats import FORMATS
 from dissection.errors import DissectionError
 from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
-
-FORMATS = ("coco", "ade20k", "folder")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add convert and segment; each sets `handler` to a function(args) -> exit code."""
     convert = sub.add_parser(
         "convert",
-        help="convert COCO, ADE20K or a folder of images and masks to a Broden-format probe set",
+        help="convert COCO, ADE20K, Pascal-Context, Pascal-Part or a folder of images and masks to a "
+        "Broden-format probe set",
         description="Write a Broden-format probe set from a dataset in another format. Resumable: a rerun "
         "with the same options skips the images already written (they wait in OUT's hidden "
         ".<name>.partial sibling until the set is complete).",
     )
     convert.add_argument("format", choices=FORMATS, help="the source's format")
-    convert.add_argument(
-        "src", type=Path, help="coco: an annotation JSON; ade20k, folder: the dataset folder"
-    )
+    convert.add_argument("src", type=Path, help="coco: an annotation JSON; the others: the dataset folder")
     convert.add_argument("out", type=Path, help="probe set folder to create")
     _size_arguments(convert)
     coco = convert.add_argument_group("coco")
-    coco.add_argument("--images", type=Path, help="image folder (default: val2017/ etc. beside annotations/)")
+    coco.add_argument(
+        "--images",
+        type=Path,
+        help="image folder (coco default: val2017/ etc. beside annotations/; pascal-*: SRC/JPEGImages)",
+    )
     coco.add_argument(
         "--extra",
         type=Path,
@@ -47,6 +48,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="Broden category of a COCO stuff supercategory, e.g. building=material (repeat)",
     )
     coco.add_argument("--split", help="index.csv's split column (default: val or train from the file name)")
+    pascal = convert.add_argument_group("pascal-context")
+    pascal.add_argument(
+        "--classes", choices=("459", "59"), help="all 459 classes (default) or the 59-class subset"
+    )
     folder = convert.add_argument_group("folder")
     folder.add_argument("--void", type=int, help="a mask value that means unlabelled, e.g. 255")
     convert.set_defaults(handler=run_convert)
@@ -114,50 +119,44 @@ def _stuff_categories(items: list[str]) -> dict[str, str]:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from dissection.convert.writer import write_probe_set
+    from dissection.convert.formats import convert_dataset, read_source
 
     image_size, mask_size = _sizes(args)
     if args.format != "coco":
-        given = [f for f in ("images", "panoptic_masks", "split") if getattr(args, f) is not None]
+        own = (
+            ("panoptic_masks", "split")
+            if args.format.startswith("pascal")
+            else ("images", "panoptic_masks", "split")
+        )
+        given = [f for f in own if getattr(args, f) is not None]
         given += ["extra"] * bool(args.extra) + ["stuff_category"] * bool(args.stuff_category)
         if given:
             raise DissectionError(f"--{given[0].replace('_', '-')} is an option of convert coco")
+    if args.format != "pascal-context" and args.classes is not None:
+        raise DissectionError("--classes is an option of convert pascal-context")
     if args.format != "folder" and args.void is not None:
         raise DissectionError("--void is an option of convert folder")
-    options: dict[str, Any] = {"format": args.format, "src": str(args.src.resolve())}
-    if args.format == "coco":
-        from dissection.convert.coco import coco_images
-
-        labels, categories, images = coco_images(
-            args.src,
-            images=args.images,
-            extra=args.extra,
-            panoptic_masks=args.panoptic_masks,
-            stuff_categories=_stuff_categories(args.stuff_category),
-            split=args.split,
-        )
-        options.update(extra=[str(p.resolve()) for p in args.extra], stuff=sorted(args.stuff_category))
-    elif args.format == "ade20k":
-        from dissection.convert.ade20k import ade20k_images
-
-        labels, categories, images = ade20k_images(args.src)
-    else:
-        from dissection.convert.folder import folder_images
-
-        labels, categories, images = folder_images(args.src, void=args.void)
-        options.update(void=args.void)
-    out = write_probe_set(
+    source = read_source(
+        args.format,
+        args.src,
+        images=args.images,
+        extra=args.extra,
+        panoptic_masks=args.panoptic_masks,
+        stuff_categories=_stuff_categories(args.stuff_category),
+        split=args.split,
+        classes=args.classes,
+        void=args.void,
+    )
+    out = convert_dataset(
+        source,
         args.out,
-        images,
-        source=args.format,
-        labels=labels,
-        categories=categories,
+        fmt=args.format,
         image_size=image_size,
         mask_size=mask_size,
         image_format=args.image_format,
-        options=options,
         progress=not args.quiet,
     )
+    images, labels, categories = source.images, source.labels, source.categories
     print(f"wrote {len(images)} images and {len(labels)} labels ({', '.join(categories)}) to {out}")
     return 0
 

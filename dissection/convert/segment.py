@@ -10,7 +10,9 @@ the segmenter's confident regions and its loose ones. Numbering: concept classes
 class's thresholds in the order given.
 
 `segment_folder` writes the set with the Broden writer; `SegmenterLabels` yields the same labels in memory,
-as the `ImageLabels` batches the tally counts, so no PNG needs to be written (see its docstring).
+as the `ImageLabels` batches the tally counts, so no PNG needs to be written: `image_folder` is the folder's
+images as a probe set without labels, and `dissection.pipeline.dissect(image_folder(...), labels=
+SegmenterLabels(segmenter))` dissects on it (the `dissection.data.LabelSource` the tally takes).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from dissection.broden import ProbeSet
+from dissection.broden import ProbeImage, ProbeSet
 from dissection.convert.folder import list_images, load_any_picture
 from dissection.convert.writer import (
     MAX_LABEL,
@@ -38,12 +40,13 @@ from dissection.convert.writer import (
     Label,
     SourceImage,
     batched,
+    check_names,
     ordered_categories,
     progress_bar,
     resize_picture,
 )
 from dissection.data import ImageLabels, image_batches, label_sets
-from dissection.errors import DissectionError, ModelError
+from dissection.errors import DissectionError, ModelError, ProbeSetError
 from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from dissection.sources import resolve_device
 
@@ -162,12 +165,14 @@ def image_labels(index: int, layers: np.ndarray) -> ImageLabels:
 
 
 class SegmenterLabels:
-    """A label source for the tally that segments the probe set's images instead of reading label PNGs.
+    """A label source for the tally that segments the probe set's images instead of reading label PNGs
+    (`dissection.data.LabelSource`).
 
     `relabel(probe)` is the probe set with the segmenter's labels, categories and mask size (its images
     unchanged); `stream(probe, indices, batch_size=…)` yields lists of `ImageLabels` in the order of
-    `indices`, the contract of `dissection.data.label_stream`. The tally would use it by taking its label
-    stream as a parameter: `tally(source, labels.relabel(probe), thresholds, label_stream=labels.stream)`.
+    `indices`, the contract of `dissection.data.label_stream`:
+    `tally(source, labels.relabel(probe), thresholds, label_source=labels)`. A generator dissection keeps the
+    labels it segmented while generating instead (`dissection.gan.samples`), from the same `relabel`.
     """
 
     def __init__(self, segmenter: Segmenter) -> None:
@@ -199,6 +204,38 @@ class SegmenterLabels:
             yield [image_labels(int(index), layers[b]) for b, index in enumerate(rows)]
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageFolder(ProbeSet):
+    """The images under `root` (any size, searched recursively, in `list_images` order) as a probe set
+    without labels, each image resized to `image_size` as `segment_folder` resizes it."""
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def load_image(self, index: int) -> np.ndarray:
+        record = self.images[index]
+        try:
+            picture = load_any_picture(self.path(record.image), record.image)
+        except ConvertError as error:
+            raise ProbeSetError(str(error)) from None
+        return np.asarray(resize_picture(picture, self.image_size))
+
+
+def image_folder(src: str | Path, image_size: tuple[int, int]) -> ImageFolder:
+    """A folder of images as a probe set to label with `SegmenterLabels(...).relabel`."""
+    src = Path(src)
+    images = tuple(ProbeImage(i, path.as_posix(), (), ()) for i, path in enumerate(list_images(src)))
+    return ImageFolder(
+        root=src,
+        images=images,
+        categories=(),
+        label_names=("",),
+        label_category=np.full(1, -1, np.int64),
+        image_size=image_size,
+        mask_size=image_size,
+    )
+
+
 def segment_folder(
     src: str | Path,
     out: str | Path,
@@ -209,9 +246,10 @@ def segment_folder(
     batch_size: int = 8,
     options: Mapping[str, Any] | None = None,
     progress: bool = True,
+    report: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Segment every image under `src` (resized to `image_size`) and write the probe set to `out`,
-    resumably (`BrodenWriter`)."""
+    resumably (`BrodenWriter`), with a progress bar (and `report(done, total)` after each batch)."""
     src = Path(src)
     pictures = list_images(src)
     items = [
@@ -223,6 +261,7 @@ def segment_folder(
         )
         for path in pictures
     ]
+    check_names(items, segmenter.categories)
     writer = BrodenWriter(
         out,
         source="segment",
@@ -247,6 +286,8 @@ def segment_folder(
                 for (item, _), picture, image_layers in zip(chunk, resized, layers, strict=True):
                     writer.add(item, Annotation(picture, [(None, layer) for layer in image_layers]))
                     bar.update(1)
+                if report is not None:
+                    report(bar.n, len(items))
         return writer.finish(items)
     except DissectionError as error:
         raise writer.failed(error) from None

@@ -472,15 +472,18 @@ def write_probe_set(
     image_format: str = "jpg",
     options: Mapping[str, Any] | None = None,
     progress: bool = True,
+    report: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Convert every image (loading each with its `load`), skipping those a previous run finished, with a
-    progress bar; returns OUT. A failure before any image is finished leaves no partial folder either."""
+    progress bar (and `report(done, total)` after each image); returns OUT. A failure before any image is
+    finished leaves no partial folder either."""
     stems = [image.stem for image in images]
     if len(set(stems)) != len(stems):
         repeated = next(image for image in images if stems.count(image.stem) > 1)
         raise ConvertError(f"{repeated.where}: another image has the same name {repeated.stem!r}")
     if not images:
         raise ConvertError(f"{source}: no images to convert")
+    check_names(images, categories)
     writer = BrodenWriter(
         out,
         source=source,
@@ -497,6 +500,8 @@ def write_probe_set(
             for image in todo:
                 writer.add(image, image.load())
                 bar.update(1)
+                if report is not None:
+                    report(bar.n, len(images))
         return writer.finish(images)
     except DissectionError as error:
         raise writer.failed(error) from None
@@ -505,6 +510,21 @@ def write_probe_set(
         raise
     finally:
         writer.close()
+
+
+def check_names(images: Sequence[SourceImage], categories: Sequence[str]) -> None:
+    """Refuse an image whose file would be another's label layer (`a_object.png` beside image `a`): a
+    folder of Broden images and masks given as plain images, say."""
+    stems = {image.stem for image in images}
+    for image in images:
+        base, _, suffix = image.stem.rpartition("_")
+        if suffix.isdigit() and base:
+            base, _, suffix = base.rpartition("_")
+        if base in stems and suffix in categories:
+            raise ConvertError(
+                f"{image.where}: its name {image.stem!r} is the name of image {base!r}'s {suffix} mask; "
+                "rename it, or leave label masks out of the image folder"
+            )
 
 
 def progress_bar(total: int, done: int, description: str, enabled: bool) -> Any:

@@ -19,6 +19,7 @@ from dissection.cli import main
 from dissection.convert.segment import Segmenter, SegmenterLabels, read_classes
 from dissection.data import _LabelArrays
 from dissection.errors import ModelError
+from dissection.networks import ToyNet
 
 # The TorchScript segmenter is the test's subject; torch 2.14 marks TorchScript deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -180,3 +181,40 @@ def test_a_segmenter_that_is_not_one_is_refused(setup: Path, capsys: pytest.Capt
     torch.jit.script(nn.Flatten()).save(str(setup / "segmenter.pt"))
     assert segment(setup, setup / "out") == 2
     assert "outputs (2, 192); a segmenter must output N x classes x h x w" in capsys.readouterr().err
+
+
+def test_dissecting_an_image_folder_with_the_segmenter_in_memory_gives_the_tally_of_the_written_set(
+    setup: Path,
+) -> None:
+    """`run --images DIR --segmenter …` (labels in memory, no PNG) against `segment` then `run --probe-set`:
+    the same tally.csv, row for row."""
+    torch.save(ToyNet().state_dict(), setup / "toy.pt")
+    assert segment(setup, setup / "probe", "--threshold", "0", "--threshold", "0.9") == 0
+    common = ["--model", "toy", "--weights", str(setup / "toy.pt"), "--layer", "conv1", "--device", "cpu"]
+    common += ["--workers", "0", "--topk", "2", "--batch-size", "1"]
+    assert main(["run", "--probe-set", str(setup / "probe"), "--out", str(setup / "written"), *common]) == 0
+    in_memory = ["--images", str(setup / "images"), "--segmenter", str(setup / "segmenter.pt")]
+    in_memory += ["--classes", str(setup / "classes.csv"), "--size", "8", "--mask-size", "4"]
+    in_memory += ["--segmenter-threshold", "0", "--segmenter-threshold", "0.9"]
+    in_memory += ["--segmenter-mean", "0", "0", "0", "--segmenter-std", "1", "1", "1"]
+    assert main(["run", *in_memory, "--out", str(setup / "memory"), *common]) == 0
+    written = (setup / "written" / "conv1" / "tally.csv").read_text()
+    assert written.count("\n") > 1
+    assert (setup / "memory" / "conv1" / "tally.csv").read_text() == written
+    assert not list((setup / "memory").rglob("*_region.png"))
+
+
+def test_images_without_a_segmenter_are_refused(setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", "--images", str(setup / "images"), "--model", "toy", "--layer", "conv1"]
+    assert main([*args, "--out", str(setup / "o")]) == 2
+    assert "--images needs --segmenter" in capsys.readouterr().err
+
+
+def test_an_image_named_like_another_images_mask_is_refused(
+    setup: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Broden image folder given as plain images: `a_object.png` would be image a's object mask."""
+    Image.open(setup / "images" / "a.png").save(setup / "images" / "a_object.png")
+    assert segment(setup, setup / "out") == 2
+    assert "its name 'a_object' is the name of image 'a''s object mask" in capsys.readouterr().err
+    assert not (setup / "out").exists() and not (setup / ".out.partial").exists()

@@ -76,7 +76,9 @@ def test_strips_are_the_tile_rule_applied_to_thumbnails(
     document = json.loads((folder / "result.json").read_text())
     probe = load_probe_set(document["probe_set"])
     written: dict[str, np.ndarray] = {}
-    monkeypatch.setattr(render, "_write_jpeg", lambda pixels, path: written.__setitem__(path.name, pixels))
+    monkeypatch.setattr(
+        render, "_write_jpeg", lambda image, path: written.__setitem__(path.name, np.asarray(image))
+    )
     render.render_strips(document, probe, tmp_path, np.load(folder / "maps.npy"))
     assert len(written) == UNITS
     for unit in document["units"]:
@@ -120,7 +122,7 @@ def test_thresholds_on_the_edge_of_float32_compare_as_the_tile_rule(tmp_path: Pa
     written: dict[str, np.ndarray] = {}
     original = render._write_jpeg
     try:
-        render._write_jpeg = lambda pixels, path: written.__setitem__(str(path), pixels)  # type: ignore[assignment]
+        render._write_jpeg = lambda image, path: written.__setitem__(str(path), np.asarray(image))  # type: ignore[assignment]
         unit_maps = np.broadcast_to(maps[:, 0], (len(units), 2, 4, 4))
         render.render_strips({"units": units}, probe, tmp_path, unit_maps)
     finally:

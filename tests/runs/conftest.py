@@ -26,7 +26,9 @@ from runs.models import DissectionRun, Network, ProbeSet, Shard
 from tests.factories import shared_project
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("UNITSCOPE_TEST_REDIS", "redis://127.0.0.1:6379/11")
+# One Redis database per pytest-xdist worker (gw0 -> 11, gw1 -> 12, ...), flushed by the tests that use it.
+_XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = os.environ.get("UNITSCOPE_TEST_REDIS", f"redis://127.0.0.1:6379/{11 + _XDIST_INDEX}")
 LAYERS = ["conv3", "conv4"]
 TOPK = 4
 

@@ -6,12 +6,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agreement.records import ALL_LAYERS
 from annotate.management.commands.export_batch import find_batch
+from annotate.models import Batch
 from annotate.selectors.comparison import (
     Aggregation,
     batch_comparison_input,
     comparison_summarize,
     table_csv,
 )
+from annotate.selectors.twoafc import twoafc_results
 
 STATISTICS = (
     "units",
@@ -50,6 +52,28 @@ def summary_text(summary: dict[str, Any]) -> str:
                 f"= {share}"
             )
     lines += [f"note: {note}" for note in summary.get("notes", [])]
+    return "\n".join(lines)
+
+
+def twoafc_text(results: dict[str, Any]) -> str:
+    """A 2AFC batch's proportion correct per layer and condition, its differences, its predictable units."""
+    lines = [
+        f"2AFC: {results['trials']} trials; catch trials passed "
+        f"{results['catch']['passed']}/{results['catch']['trials']}"
+    ]
+    for row in results["tables"]["twoafc_conditions"]:
+        interval = "" if row["ci_low"] is None else f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        lines.append(
+            f"2AFC {row['layer']} {row['condition']}: {row['correct_trials']}/{row['trials']} correct = "
+            f"{_number(row['proportion_correct'])}{interval}, median reaction "
+            f"{_number(row['median_reaction_ms'])} ms, mean confidence {_number(row['mean_confidence'])}"
+        )
+    for row in results["tables"]["twoafc_differences"]:
+        interval = "" if row["ci_low"] is None else f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        reason = f" ({row['reason']})" if row["reason"] else ""
+        lines.append(f"2AFC {row['first']} - {row['second']}: {_number(row['difference'])}{interval}{reason}")
+    predictable = [row["unit_key"] for row in results["tables"]["twoafc_units"] if row["predictable"]]
+    lines.append(f"2AFC units people could predict: {', '.join(predictable) or 'none'}")
     return "\n".join(lines)
 
 
@@ -92,9 +116,10 @@ class Command(BaseCommand):
             raise CommandError(f"--tables {tables}: not a folder")
         if json_path is not None and not json_path.parent.is_dir():
             raise CommandError(f"--json {json_path}: folder {json_path.parent} does not exist")
+        found = find_batch(batch)
         try:
             summary = comparison_summarize(
-                data=batch_comparison_input(batch=find_batch(batch)),
+                data=batch_comparison_input(batch=found),
                 aggregation=aggregation,
                 n_resamples=resamples,
                 seed=seed,
@@ -102,6 +127,11 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(summary_text(summary))
+        if found.task_type == Batch.TaskType.TWOAFC:
+            results = twoafc_results(batch=found, n_resamples=resamples, seed=seed)
+            summary["twoafc"] = results
+            summary["tables"].update(results["tables"])
+            self.stdout.write(twoafc_text(results))
         if json_path is not None:
             _write(json_path, json.dumps(summary, indent=2) + "\n")
             self.stderr.write(f"Wrote the summary to {json_path}.")
