@@ -80,15 +80,20 @@ def demo_extras_build(*, user: Any, extras: Sequence[DemoExtra] | None = None) -
     return jobs
 
 
+def demo_extras_build_with_worker(*, user: Any) -> list[Job]:
+    """`demo_extras_build` with the in-process worker running when there is no broker (the extras' runs and
+    jobs are worker tasks; without a consumer they would wait forever)."""
+    with in_process_worker() if needs_in_process_worker() else nullcontext():
+        return demo_extras_build(user=user)
+
+
 def demo_extras_start(*, user: Any) -> threading.Thread:
-    """Build the extras on a background thread (through the in-process worker when there is no broker);
-    the server answers meanwhile."""
+    """Build the extras on a background thread; the server answers meanwhile."""
 
     def work() -> None:
         close_old_connections()
         try:
-            with in_process_worker() if needs_in_process_worker() else nullcontext():
-                demo_extras_build(user=user)
+            demo_extras_build_with_worker(user=user)
         finally:
             connection.close()
 

@@ -76,3 +76,24 @@ def test_the_registry_names_builders_that_import(monkeypatch: pytest.MonkeyPatch
 
     for extra in demo_extras.EXTRAS:
         assert callable(import_string(extra.build)), extra.key
+
+
+def needs_a_worker(*, project: Any, user: Any, progress: Any) -> str:
+    from workers import inprocess
+
+    assert inprocess._running, "the extras queue worker tasks: something must consume them"
+    return ""
+
+
+def test_built_in_the_foreground_the_extras_have_a_worker_to_run_their_tasks(
+    django_user_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import inprocess
+
+    monkeypatch.setattr(
+        demo_extras, "EXTRAS", (DemoExtra("worker", "Needs a worker", f"{__name__}.needs_a_worker"),)
+    )
+    monkeypatch.setattr(demo_extras, "needs_in_process_worker", lambda: True)
+    [job] = demo_extras.demo_extras_build_with_worker(user=staff_user(django_user_model, "requester"))
+    assert job.status == "done", job.error
+    assert inprocess._running == []

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
 from annotate.demo import DemoContent, DemoError, demo_content_build, demo_password
-from annotate.demo_extras import demo_extras_build
+from annotate.demo_extras import demo_extras_build_with_worker
 
 
 def print_demo_access(command: BaseCommand, site: str, content: DemoContent) -> None:
@@ -40,7 +40,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         print_demo_access(self, site.rstrip("/"), content)
         if extras:
-            for job in demo_extras_build(user=content.user):
+            for job in demo_extras_build_with_worker(user=content.user):
                 line = f"{job.title}: {job.get_status_display()}"
                 self.stdout.write(
                     line + (f" ({job.error})" if job.error else f"  {site.rstrip('/')}{job.link}")
