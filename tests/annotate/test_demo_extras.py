@@ -3,6 +3,8 @@ shows with an ETA, and one that fails is shown with its error while the next sti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -78,22 +80,28 @@ def test_the_registry_names_builders_that_import(monkeypatch: pytest.MonkeyPatch
         assert callable(import_string(extra.build)), extra.key
 
 
-def needs_a_worker(*, project: Any, user: Any, progress: Any) -> str:
-    from workers import inprocess
+WORKER: list[str] = []
 
-    assert inprocess._running, "the extras queue worker tasks: something must consume them"
+
+def needs_a_worker(*, project: Any, user: Any, progress: Any) -> str:
+    assert WORKER == ["started"], "the extras queue worker tasks: something must consume them"
     return ""
 
 
 def test_built_in_the_foreground_the_extras_have_a_worker_to_run_their_tasks(
     django_user_model: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers import inprocess
+    @contextmanager
+    def worker() -> Iterator[None]:
+        WORKER.append("started")
+        yield
+        WORKER.append("stopped")
 
-    monkeypatch.setattr(
-        demo_extras, "EXTRAS", (DemoExtra("worker", "Needs a worker", f"{__name__}.needs_a_worker"),)
-    )
+    WORKER.clear()
+    extra = DemoExtra("worker", "Needs a worker", f"{__name__}.needs_a_worker")
+    monkeypatch.setattr(demo_extras, "EXTRAS", (extra,))
     monkeypatch.setattr(demo_extras, "needs_in_process_worker", lambda: True)
+    monkeypatch.setattr(demo_extras, "in_process_worker", worker)
     [job] = demo_extras.demo_extras_build_with_worker(user=staff_user(django_user_model, "requester"))
     assert job.status == "done", job.error
-    assert inprocess._running == []
+    assert WORKER == ["started", "stopped"]
