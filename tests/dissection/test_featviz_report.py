@@ -13,7 +13,7 @@ from dissection.errors import DissectionError
 LAYER = "conv4"
 
 
-def _result_json(channels: int) -> dict[str, Any]:
+def minimal_result_json(channels: int) -> dict[str, Any]:
     """A minimal result.json of conv4, enough for report.html."""
     units = [
         {
@@ -47,7 +47,7 @@ def test_a_report_of_a_command_line_featviz_folder(tmp_path: Path) -> None:
 
     layer_dir = tmp_path / "out" / LAYER
     layer_dir.mkdir(parents=True)
-    (layer_dir / "result.json").write_text(json.dumps(_result_json(3)))
+    (layer_dir / "result.json").write_text(json.dumps(minimal_result_json(3)))
     folder = tmp_path / "fv"
     folder.mkdir()
     document = {

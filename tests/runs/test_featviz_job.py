@@ -21,6 +21,7 @@ from runs.demo import DEMO_RUN
 from runs.models import DissectionRun, Job, Network, ProbeSet, Unit
 from runs.storage import report_prefix, store_bytes
 from runs.tasks import featviz_shard
+from tests.dissection.test_featviz_report import minimal_result_json
 from tests.factories import logged_in, run_create, staff_user, unit_create
 
 LAYER = "conv4"
@@ -50,34 +51,6 @@ def deliver(args: tuple[Any, ...]) -> None:
     featviz_shard.run(*args)
 
 
-def _result_json(channels: int) -> dict[str, Any]:
-    """A minimal result.json of conv4, enough for report.html."""
-    units = [
-        {
-            "unit": c + 1,
-            "channel": c,
-            "label": "red",
-            "category": "color",
-            "iou": 0.1,
-            "interpretable": True,
-            "strip": f"strips/unit_{c + 1:04d}.jpg",
-            "concepts": [{"label": "red", "iou": 0.1}],
-        }
-        for c in range(channels)
-    ]
-    return {
-        "layer": LAYER,
-        "num_units": channels,
-        "num_images": 8,
-        "semantics": "paper",
-        "topk": 4,
-        "iou_threshold": 0.04,
-        "categories": ["color"],
-        "summary": {"interpretable": channels, "unique_concepts": 1, "per_category": {}, "per_concept": {}},
-        "units": units,
-    }
-
-
 @pytest.fixture
 def run(network_and_probe_set: tuple[Network, ProbeSet]) -> DissectionRun:
     """A finished run of the toy network whose conv4 holds four units (best probe activation BEST each),
@@ -89,7 +62,7 @@ def run(network_and_probe_set: tuple[Network, ProbeSet]) -> DissectionRun:
     for channel in CHANNELS:
         unit_create(run, channel, LAYER, images=2, label="red")
     prefix = report_prefix(run.pk, LAYER)
-    store_bytes(f"{prefix}/result.json", json.dumps(_result_json(len(CHANNELS))).encode())
+    store_bytes(f"{prefix}/result.json", json.dumps(minimal_result_json(len(CHANNELS))).encode())
     store_bytes(f"{prefix}/report.html", b"<p>before</p>")
     run.report = {LAYER: f"{prefix}/report.html"}
     run.save()
