@@ -1,6 +1,7 @@
 """The REST API of the crowd platform (`/api/`, assembled in `config.api`): batches (create from a run's
-units, publish, pause, cancel, progress), their assignments (list, approve, reject, bonus, block), the batch
-export and the comparison summaries.
+units, publish, pause, cancel, progress), their assignments (list, approve, reject, bonus, block), the
+qualifications a batch may require and who passed, failed or is pending, the batch export and the comparison
+summaries.
 
 Thin, as the pages are: the New batch page's form parses a new batch, `annotate.services` decide and write,
 `annotate.selectors` read. Batches are looked up among those the token's requester may see
@@ -13,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
@@ -24,9 +26,11 @@ from ninja.pagination import LimitOffsetPagination, paginate
 from annotate import selectors, services
 from annotate.export import batch_export_rows, write_rows
 from annotate.forms import BatchCreateForm
-from annotate.models import Assignment, Batch, Provider
+from annotate.models import Assignment, Batch, Provider, Qualification, QualificationResult
 from annotate.selectors import comparison
+from annotate.selectors import qualifications as qualification_selectors
 from annotate.services import comparison as comparison_services
+from annotate.services.qualifications import batch_qualifications_set
 from runs.api import PAGE_MAX, form_data, form_valid, requester, visible_or_404
 from runs.models import DissectionRun
 
@@ -68,10 +72,15 @@ class BatchOut(Schema):
     progress: ProgressOut
     page_url: str = Field(description="The batch's page for requesters")
     worker_url: str | None = Field(description="The link crowd workers open (local link batches only)")
+    qualifications: list[UUID] = Field(description="Qualifications a crowd worker passes before any task")
 
     @staticmethod
     def resolve_task_count(batch: Batch) -> int:
         return batch.tasks.count()
+
+    @staticmethod
+    def resolve_qualifications(batch: Batch) -> list[UUID]:
+        return list(batch.qualifications.order_by("name").values_list("public_id", flat=True))
 
     @staticmethod
     def resolve_assignment_minutes(batch: Batch) -> int:
@@ -129,6 +138,9 @@ class BatchCreateIn(Schema):
     block_below_percent: int | None = Field(None, description="Block crowd workers with gold accuracy below")
     block_min_gold: int | None = Field(None, description="…after this many gold answers")
     min_answers: int | None = Field(None, description="Answers a unit needs to enter the comparison")
+    qualifications: list[UUID] = Field(
+        [], description="Qualifications (GET /api/qualifications) a crowd worker must pass first"
+    )
 
 
 class CrowdWorkerOut(Schema):
@@ -192,6 +204,31 @@ class AssignmentOut(Schema):
         return AssignmentOut._answer(assignment, "time_spent_ms")
 
 
+class QualificationOut(Schema):
+    id: UUID = Field(alias="public_id")
+    name: str
+    project: str = Field(alias="project.name")
+    project_id: int
+    min_accuracy: float = Field(description="0..1: the share of items a worker must get right")
+    min_items: int = Field(description="Items a worker must answer")
+    prolific_group_id: str = Field(description="The Prolific participant group passed participants join")
+    item_count: int
+    passed: int
+    failed: int
+    pending: int
+    created_at: datetime
+
+
+class QualificationResultOut(Schema):
+    worker: CrowdWorkerOut
+    status: str = Field(description="pending, passed or failed")
+    items: int = Field(description="Items answered when decided")
+    correct: int
+    accuracy: float | None
+    started_at: datetime
+    decided_at: datetime | None
+
+
 class FeedbackIn(Schema):
     feedback: str = Field("", description="To the crowd worker")
 
@@ -221,6 +258,10 @@ class ReviewIn(Schema):
 class ReviewOut(Schema):
     done: int
     errors: list[str] = Field(description="One message per assignment that was not changed")
+    queued: list[str] = Field(
+        description="Sent to the provider, not confirmed yet (Prolific approves in the background): the next "
+        "sync records them"
+    )
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -271,12 +312,18 @@ def batch_create(request: HttpRequest, payload: BatchCreateIn) -> Status[Batch]:
     """A draft batch from units of a run, as the New batch page makes it (the same checks and messages)."""
     user = requester(request)
     run = visible_or_404(DissectionRun.objects.visible_to(user), "run", pk=payload.run)
-    given = payload.dict(exclude={"run", "units", "gold"})
+    required = [
+        visible_or_404(Qualification.objects.visible_to(user), "qualification", public_id=key).pk
+        for key in dict.fromkeys(payload.qualifications)
+    ]
+    given = payload.dict(exclude={"run", "units", "gold", "qualifications"})
     given |= {"run": run.pk, "unit_numbers": ", ".join(map(str, payload.units))}
-    given |= {"gold": _gold_lines(payload.gold)}
+    given |= {"gold": _gold_lines(payload.gold), "qualifications": required}
     form = BatchCreateForm(form_data(BatchCreateForm, given), user=user)
     form_valid(form)
-    batch = services.batch_create(**form.batch_kwargs(), created_by=user)
+    with transaction.atomic():
+        batch = services.batch_create(**form.batch_kwargs(), created_by=user)
+        batch_qualifications_set(batch=batch, qualifications=form.cleaned_data["qualifications"], actor=user)
     return Status(201, _batch(request, batch.public_id))
 
 
@@ -381,6 +428,33 @@ def assignment_block(request: HttpRequest, assignment_id: UUID, payload: BlockIn
     return services.crowd_worker_block(
         worker=assignment.worker, reason=payload.reason, actor=requester(request), batch=assignment.task.batch
     )
+
+
+@router.get("/qualifications", response=list[QualificationOut], tags=["qualifications"])
+@paginate(LimitOffsetPagination, max_limit=PAGE_MAX)
+def qualification_list(request: HttpRequest) -> QuerySet[Qualification]:
+    """Qualifications of the requester's projects with how many crowd workers passed, failed or wait."""
+    return qualification_selectors.qualifications_of(user=requester(request))
+
+
+@router.get(
+    "/qualifications/{qualification_id}/results",
+    response=list[QualificationResultOut],
+    tags=["qualifications"],
+)
+@paginate(LimitOffsetPagination, max_limit=PAGE_MAX)
+def qualification_results(
+    request: HttpRequest, qualification_id: UUID, status: str = ""
+) -> QuerySet[QualificationResult]:
+    """Who passed, failed or is pending on the qualification, newest first (`status` picks one)."""
+    qualification = visible_or_404(
+        Qualification.objects.visible_to(requester(request)), "qualification", public_id=qualification_id
+    )
+    if status and status not in QualificationResult.Status.values:
+        raise HttpError(
+            400, f"Status: {status!r} is not one of {', '.join(QualificationResult.Status.values)}."
+        )
+    return qualification_selectors.qualification_results(qualification=qualification, status=status)
 
 
 @router.get("/batches/{batch_id}/export", tags=["exports"])

@@ -1,7 +1,8 @@
 """The demo content `make run` shows, on the demo assets of runs.demo (a synthetic probe set and a toy
 network, cached under var/demo): a real dissection run through the workers (a worker thread in this process by
 default), a local batch made from its units with two gold units whose answers come from the probe set's ground
-truth, and a simulated crowd's answers to part of it and to a blind verification batch."""
+truth, a simulated crowd's answers to part of it and to a blind verification batch, the requester's first
+decisions (so the batch page's audit trail has some) and a qualification one worker passed and one failed."""
 
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ from typing import Any, TextIO
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from annotate.models import Annotation, Batch, CrowdWorker, Qualification
-from annotate.services import GoldAnswer, batch_create, batch_publish
+from annotate.models import Annotation, Assignment, Batch, CrowdWorker, Qualification
+from annotate.services import (
+    GoldAnswer,
+    assignment_approve,
+    assignment_send_bonus,
+    batch_create,
+    batch_publish,
+)
 from annotate.services.comparison import comparison_refresh
 from annotate.services.qualifications import (
     batch_qualifications_set,
@@ -77,6 +84,8 @@ DEMO_QUALIFICATION = "Demo screening: the gold units"
 # tasks fill in order, so nine units get their three answers, one unit gets one (below the comparison's
 # minimum of two: it is shown apart) and two get none.
 DEMO_SIMULATED_ANSWERS = 28
+DEMO_APPROVED = 2
+"""Simulated answers the demo requester approves (the first of them with a bonus), for the audit trail."""
 
 
 class DemoError(RuntimeError):
@@ -189,7 +198,7 @@ def demo_content_build(*, password: str, progress: TextIO | None = None) -> Demo
             instructions="Look at the highlighted regions. What do most of them show?",
         )
     if batch.state in (Batch.State.DRAFT, Batch.State.PAUSED):
-        batch_publish(batch=batch)
+        batch_publish(batch=batch, actor=user)
     demo_crowd_answer(batch=batch, user=user)
     demo_qualification(batch=batch, user=user)
     return DemoContent(user=user, username=DEMO_USERNAME, password=password, batch=batch, run=run)
@@ -234,6 +243,20 @@ def demo_crowd_answer(*, batch: Batch, user: object) -> None:
         return
     crowd_simulate(batch=batch, workers=8, spammers=1, accuracy=0.8, limit=DEMO_SIMULATED_ANSWERS, seed=0)
     verification = verification_batch_create(batch=batch, title=DEMO_VERIFICATION, created_by=user)
-    batch_publish(batch=verification)
+    batch_publish(batch=verification, actor=user)
     crowd_simulate(batch=verification, workers=5, spammers=0, accuracy=0.85, seed=1)
     comparison_refresh(batch=batch, aggregation="dawid_skene")
+    demo_review(batch=batch, user=user)
+
+
+def demo_review(*, batch: Batch, user: object) -> None:
+    """The requester's first decisions on the simulated answers, recorded in the batch's audit trail: two
+    answers approved, one of them with a bonus (approvals leave the comparison's inputs as they were)."""
+    first = Assignment.objects.filter(
+        task__batch=batch, task__is_gold=False, status=Assignment.Status.SUBMITTED, verified=True
+    ).order_by("pk")[:DEMO_APPROVED]
+    approved = [assignment_approve(assignment=a, feedback="Thank you.", actor=user) for a in first]
+    if approved:
+        assignment_send_bonus(
+            assignment=approved[0], amount=Decimal("0.02"), reason="A careful answer.", actor=user
+        )

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from django.db.models import Prefetch
 
 from annotate.models import Assignment, Batch
-from runs.models import UnitImage
+from runs.models import AuditEvent, UnitImage
 
 FORMATS = ("csv", "json")
 # Spreadsheet programs run cells that start with these as formulas; worker text must stay text.
@@ -70,23 +70,45 @@ EXPORT_FIELDS = (
     "reviewed_at",
     "feedback",
     "bonus",
+    "decisions",
     "worker_blocked",
 )
 """The columns, in order. `unit` = channel + 1 (tally.csv's unit); `unit_db_id` the id of the unit page
 (/units/<id>/); `task_number` the task's place in the batch (1..n); `shown_images` the probe-set paths of the
 images shown, in the order shown (image 1 first), `shown_tiles` the stored highlighted tiles of the same
 images; `images_not_fitting` the numbers (1..k, as on the tiles) of the images the worker ticked as not
-showing the concept; `status` the current decision (submitted, approved, rejected), `reviewed_at`,
-`feedback` and `bonus` what the requester decided and when. `worker_label` is the name a local worker typed
-(shown, never trusted); `verified` false marks an answer the provider has not confirmed yet, which no
-statistic counts. A 2AFC trial's `condition` (natural, featviz, both, none, or catch), the worker's `choice`
-(left or right), the `strong_side` it was shown on, whether the choice was `correct`, its `confidence` (1-3),
-`reaction_ms` from serving the trial to the answer (measured by the server) and `query_images` (the probe
-rows of the strong then the weak query); empty for other tasks."""
+showing the concept; `status` the current decision (submitted, approved, rejected), `reviewed_at`, `feedback`
+and `bonus` what the requester decided and when; `decisions` every decision on the answer, oldest first, from
+the audit trail (`at`, `by`, `action`: approve, reject or bonus, and its feedback, rejection category or
+amount and reason), with bonuses after the approval. `worker_label` is the name a local worker typed (shown,
+never trusted); `verified` false marks an answer the provider has not confirmed yet, which no statistic
+counts. A 2AFC trial's `condition` (natural, featviz, both, none, or catch), the worker's `choice` (left or
+right), the `strong_side` it was shown on, whether the choice was `correct`, its `confidence` (1-3),
+`reaction_ms` from serving the trial to the answer (measured by the server) and `query_images` (the probe rows
+of the strong then the weak query); empty for other tasks."""
 
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
+
+
+_DECISIONS = (AuditEvent.Action.APPROVE, AuditEvent.Action.REJECT, AuditEvent.Action.BONUS)
+
+
+def _decisions(batch: Batch) -> dict[str, list[dict[str, Any]]]:
+    """The batch's review decisions from the audit trail, oldest first, by assignment public id (which
+    `annotate.services.review` keeps in each decision's details)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    events = AuditEvent.objects.filter(batch_key=batch.public_id, action__in=_DECISIONS).order_by("at", "pk")
+    for event in events:
+        details = dict(event.details)
+        assignment = details.pop("assignment", None)
+        if assignment:
+            found.setdefault(str(assignment), []).append(
+                {"at": event.at.isoformat(), "by": event.actor_name or "automatic", "action": event.action}
+                | details
+            )
+    return found
 
 
 def batch_export_rows(*, batch: Batch) -> list[dict[str, Any]]:
@@ -99,6 +121,7 @@ def batch_export_rows(*, batch: Batch) -> list[dict[str, Any]]:
         .prefetch_related(Prefetch("task__unit__images", queryset=UnitImage.objects.order_by("rank")))
         .order_by("task__position", "submitted_at", "pk")
     )
+    decisions = _decisions(batch)
     rows = []
     for a in assignments:
         task, unit = a.task, a.task.unit
@@ -152,6 +175,7 @@ def batch_export_rows(*, batch: Batch) -> list[dict[str, Any]]:
                 "reviewed_at": _iso(a.reviewed_at),
                 "feedback": a.feedback,
                 "bonus": str(a.bonus),
+                "decisions": decisions.get(str(a.public_id), []),
                 "worker_blocked": a.worker.blocked,
             }
         )

@@ -16,6 +16,7 @@ from agreement.records import DEFAULT_MIN_ANSWERS
 from annotate import selectors
 from annotate.errors import InvalidAnswer
 from annotate.models import Assignment, Batch, CrowdWorker, Provider, Qualification
+from annotate.providers.mturk.screening import screening_problem
 from annotate.services import WORDS_MAX, GoldAnswer, answer_words_clean
 from annotate.services.twoafc import TwoAfcSettings
 from runs.models import DissectionRun, Unit
@@ -212,11 +213,24 @@ class QualificationCreateForm(forms.Form):
         min_value=1, max_value=100, initial=3, label="…over at least this many items"
     )
     images_per_item = forms.IntegerField(min_value=1, max_value=100, initial=20, label="Images per item")
+    prolific_group_id = forms.CharField(
+        max_length=100,
+        required=False,
+        label="Prolific participant group id",
+        help_text="Optional: Prolific participants who pass join this participant group when a batch that "
+        "requires the qualification syncs with Prolific, so your other Prolific studies can allow just them",
+    )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         run = cast("forms.ModelChoiceField[DissectionRun]", self.fields["run"])
         run.queryset = DissectionRun.objects.visible_to(user).order_by("-created_at")
+
+    def clean_prolific_group_id(self) -> str:
+        group = str(self.cleaned_data.get("prolific_group_id") or "").strip()
+        if group and not group.isalnum():
+            raise forms.ValidationError(f"{group!r} is not a Prolific id (letters and digits only).")
+        return group
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -239,6 +253,7 @@ class QualificationCreateForm(forms.Form):
             "min_accuracy": d["min_accuracy_percent"] / 100,
             "min_items": d["min_items"],
             "images_per_item": d["images_per_item"],
+            "prolific_group_id": d["prolific_group_id"],
         }
 
 
@@ -361,7 +376,8 @@ class BatchCreateForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
         label="Require qualifications",
-        help_text="Workers pass these short gold tests before their first task (local and Prolific batches)",
+        help_text="Workers pass these short gold tests before their first task (on MTurk: the test of an "
+        "MTurk qualification type that guards the HITs)",
     )
     min_answers = forms.IntegerField(
         min_value=1,
@@ -389,11 +405,9 @@ class BatchCreateForm(forms.Form):
         required = list(data.get("qualifications") or [])
         if any(q.project_id != run.project_id for q in required):
             self.add_error("qualifications", f"Choose qualifications of the run's project {run.project}.")
-        if required and data.get("provider") == Provider.MTURK:
-            self.add_error(
-                "qualifications",
-                "MTurk batches cannot require a qualification: MTurk workers never see the test.",
-            )
+        if data.get("provider") == Provider.MTURK:
+            for problem in filter(None, (screening_problem(q) for q in required)):
+                self.add_error("qualifications", problem)
         try:
             numbers = _parse_unit_numbers(data.get("unit_numbers") or "")
         except forms.ValidationError as exc:

@@ -386,6 +386,7 @@ class Qualification(models.Model):
     A worker passes with at least `min_items` items answered and accuracy at least `min_accuracy`; the
     result is kept per crowd worker record (stable per provider id: Prolific participant, MTurk worker, or
     the local worker a browser carries from batch to batch), so the next batch requiring it skips the test.
+    MTurk workers take it as the test of an MTurk QualificationType (`annotate.providers.mturk.screening`).
     """
 
     project = models.ForeignKey("runs.Project", on_delete=models.PROTECT, related_name="qualifications")
@@ -395,6 +396,17 @@ class Qualification(models.Model):
     min_items = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)])
     images_per_item = models.PositiveSmallIntegerField(
         default=20, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    prolific_group_id = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The Prolific participant group that participants who passed join (empty: none)",
+    )
+    mturk_qualification_type_id = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The MTurk QualificationType (with this test) that MTurk batches requiring it guard "
+        "Accept with; made on the first such publish",
     )
     batches = models.ManyToManyField(Batch, blank=True, related_name="qualifications")
     created_by = models.ForeignKey(

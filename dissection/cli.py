@@ -198,14 +198,16 @@ def _run(args: argparse.Namespace) -> int:
             args.model, weights=args.weights, torchscript=args.torchscript, trust_pickle=args.trust_pickle
         )
     bars: dict[str, tqdm[Any]] = {}
+    phases = 1 + 2 * len(args.layer)  # the scan, then a tally and a report per layer
 
     def progress(phase: str, done: int, total: int) -> None:
-        """One bar per phase, its total fixed when the phase starts; the one before is closed."""
+        """One bar per phase, its total fixed when the phase starts and its place among all the phases in
+        its name ("2/5 tally conv3"), so no total changes from start to end; the one before is closed."""
         if phase not in bars:
             for bar in bars.values():
                 bar.close()
             unit = "‰" if phase.startswith("report") else "image"
-            bars[phase] = tqdm(desc=phase, total=total, unit=unit)
+            bars[phase] = tqdm(desc=f"{len(bars) + 1}/{phases} {phase}", total=total, unit=unit)
         bars[phase].update(done - bars[phase].n)
 
     probe_set, labels = _run_data(args)

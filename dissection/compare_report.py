@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dissection.compare import NONE, STATUSES, LoadedRun, compare
+from dissection.concepts import concept_display
 from dissection.errors import DissectionError
 from dissection.render import CATEGORY_COLORS
 
@@ -156,7 +157,8 @@ def _transition_html(item: dict[str, Any], runs: dict[str, LoadedRun], unit_url:
         row = by_channel[channel]
         images = [_strip(runs[name], layer, channel) for name in (before, after)]
         cells = "".join(
-            f'<td class="pair">{_e(side["label"])} <span class="muted">{side["category"]}, IoU '
+            f'<td class="pair">{_e(concept_display(side["label"]))} '
+            f'<span class="muted">{side["category"]}, IoU '
             f"{side['iou']:.3f}</span>"
             + (f'<img src="{src}" alt="Top images of unit {row["unit"]} in {_e(name)}">' if src else "")
             + _unit_link(unit_url, name, layer, channel)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dissection.broden import ProbeSet
+from dissection.concepts import concept_display
 from dissection.errors import DissectionError
 from dissection.sources import Progress
 
@@ -35,6 +36,8 @@ STRIP_IMAGES = 10
 JPEG_QUALITY = 90
 _GAP = 4
 _UNITS_PER_CHUNK = 64
+UNIT_PLACEHOLDER = "{unit}"
+"""Where `report_html`'s `unit_href` puts the unit's number (1-based, as in tally.csv)."""
 CATEGORY_COLORS = {
     "color": "#d62728",
     "object": "#1f77b4",
@@ -237,9 +240,9 @@ def _bar_chart(per_concept: dict[str, int], concept_category: dict[str, str]) ->
         w = max(2, round((width - label_w - 40) * count / top))
         color = CATEGORY_COLORS.get(concept_category.get(label, ""), "#777")
         rows.append(
-            f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>'
+            f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{_label(label)}</text>'
             f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{bar_h - 5}" fill="{color}">'
-            f"<title>{html.escape(label)}: {count}</title></rect>"
+            f"<title>{_label(label)}: {count}</title></rect>"
             f'<text x="{label_w + w + 4}" y="{y + 13}">{count}</text>'
         )
     height = bar_h * len(per_concept)
@@ -247,6 +250,11 @@ def _bar_chart(per_concept: dict[str, int], concept_category: dict[str, str]) ->
         f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="detectors per concept">{"".join(rows)}</svg>'
     )
+
+
+def _label(label: str) -> str:
+    """A concept label as the report shows it: escaped, without Broden's suffix."""
+    return html.escape(concept_display(label))
 
 
 def _featviz_figure(featviz: dict[str, Any], href: str, channel: int, unit: int) -> str:
@@ -271,10 +279,16 @@ def _featviz_figure(featviz: dict[str, Any], href: str, channel: int, unit: int)
 
 
 def report_html(
-    document: dict[str, Any], *, featviz: dict[str, Any] | None = None, featviz_href: str = ""
+    document: dict[str, Any],
+    *,
+    featviz: dict[str, Any] | None = None,
+    featviz_href: str = "",
+    unit_href: str = "",
 ) -> str:
     """The report page for a result.json document; with `featviz` (a featviz.json whose files lie at
-    `featviz_href`, relative to the report) each unit's feature visualizations beside its strip."""
+    `featviz_href`, relative to the report) each unit's feature visualizations beside its strip. With
+    `unit_href` (an address holding `UNIT_PLACEHOLDER`, as the service passes its unit pages) each unit's
+    heading links there, the placeholder replaced by the unit's number."""
     summary = document["summary"]
     threshold = document["iou_threshold"]
     concept_category = {u["label"]: u["category"] for u in document["units"] if u["interpretable"]}
@@ -292,10 +306,14 @@ def report_html(
     cards = []
     for unit in ordered:
         color = CATEGORY_COLORS.get(unit["category"], "#777")
-        others = ", ".join(f"{html.escape(c['label'])} {c['iou']:.3f}" for c in unit["concepts"][1:])
+        others = ", ".join(f"{_label(c['label'])} {c['iou']:.3f}" for c in unit["concepts"][1:])
+        name = f"unit {unit['unit']}"
+        if unit_href:
+            href = unit_href.replace(UNIT_PLACEHOLDER, str(unit["unit"]))
+            name = f'<a href="{html.escape(href)}">{name}</a>'
         cards.append(
             f'<section class="unit{"" if unit["interpretable"] else " dim"}">'
-            f'<h3>unit {unit["unit"]} <b style="color:{color}">{html.escape(unit["label"])}</b> '
+            f'<h3>{name} <b style="color:{color}">{_label(unit["label"])}</b> '
             f"<small>channel {unit['channel']} · {html.escape(unit['category'])} · "
             f"IoU {unit['iou']:.3f}</small></h3>"
             f'<div class="row"><img src="{html.escape(unit["strip"])}" '
@@ -334,9 +352,10 @@ semantics {html.escape(document["semantics"])} · top {document["topk"]} images 
 """  # noqa: E501 - the page's CSS lines are part of its output
 
 
-def write_report(layer_dir: Path, featviz_dir: Path | None = None) -> Path:
+def write_report(layer_dir: Path, featviz_dir: Path | None = None, *, unit_href: str = "") -> Path:
     """(Re)build `layer_dir`/report.html from its result.json; with `featviz_dir` (a `featviz` output folder
-    of the same layer) the units' feature visualizations beside their strips."""
+    of the same layer) the units' feature visualizations beside their strips; `unit_href` as
+    `report_html`'s."""
     layer_dir = Path(layer_dir)
     document = _read_document(layer_dir)
     featviz, href = None, ""
@@ -345,7 +364,8 @@ def write_report(layer_dir: Path, featviz_dir: Path | None = None) -> Path:
         href = Path(os.path.relpath(Path(featviz_dir).resolve(), layer_dir.resolve())).as_posix() + "/"
     target = layer_dir / "report.html"
     partial = layer_dir / ".report.html.partial"
-    partial.write_text(report_html(document, featviz=featviz, featviz_href=href), encoding="utf-8")
+    page = report_html(document, featviz=featviz, featviz_href=href, unit_href=unit_href)
+    partial.write_text(page, encoding="utf-8")
     partial.replace(target)
     return target
 

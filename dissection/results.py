@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from dissection.broden import ProbeSet
+from dissection.concepts import concept_display
 from dissection.errors import DissectionError
 from dissection.render import render_strips, write_report
 from dissection.sources import Progress
@@ -251,9 +252,11 @@ def write_layer(
     maps: Callable[[np.ndarray], np.ndarray],
     *,
     progress: Progress | None = None,
+    unit_href: str = "",
 ) -> Path:
     """Write tally.csv, result.json, maps.npy, the strips and report.html to `out_dir` (= OUT/<layer>); the
-    full-size tiles are made on demand (`render.write_unit_tiles`).
+    full-size tiles are made on demand (`render.write_unit_tiles`). `unit_href`: where the report links each
+    unit (`render.report_html`; the service's unit pages), none by default.
 
     Everything goes to a hidden sibling folder that replaces `out_dir` only when complete, so a failed run
     never leaves a folder that looks finished. `maps(indices)` returns those images' activation maps.
@@ -273,7 +276,7 @@ def write_layer(
         np.save(partial / MAPS, stored)
         render_strips(document, probe, partial, stored, progress=_half(progress, 1))
         (partial / "result.json").write_text(json.dumps(document, indent=1))
-        write_report(partial)
+        write_report(partial, unit_href=unit_href)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(partial, out_dir)
@@ -299,7 +302,9 @@ def summary_line(folder: Path) -> str:
     """What a CLI prints for a written layer folder: its interpretable units, concepts and commonest ones."""
     document = json.loads((folder / "result.json").read_text())
     summary = document["summary"]
-    top = ", ".join(f"{label} {count}" for label, count in list(summary["per_concept"].items())[:8])
+    top = ", ".join(
+        f"{concept_display(label)} {count}" for label, count in list(summary["per_concept"].items())[:8]
+    )
     return (
         f"{summary['interpretable']}/{document['num_units']} units covering "
         f"{summary['unique_concepts']} concepts with IoU > {document['iou_threshold']:g}"

@@ -38,6 +38,12 @@ class ModelActivations:
 
     `tokens` is the rule that reads a transformer layer's output as N x C x H x W (`dissection.tokens`);
     `layouts` records, per layer, how it was read (which tokens were dropped).
+
+    A model with 2-d convolutions runs channels-last, weights and input alike: the decoded images already
+    lie in memory that way, and convolutions whose weights share their input's layout skip a reorder per
+    call (on the CPU and on GPUs). The captured outputs are copied to the usual layout, so nothing downstream
+    sees a difference beyond float rounding. A model whose forward cannot take channels-last tensors (a
+    `.view` on a feature map) fails on its first batch and is then run in the contiguous layout instead.
     """
 
     def __init__(
@@ -64,6 +70,23 @@ class ModelActivations:
         self.workers = workers
         self.tokens = parse_rule(tokens)
         self.layouts: dict[str, TokenLayout] = {}
+        self.channels_last = any(isinstance(module, nn.Conv2d) for module in self.model.modules())
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def _forward(self, pixels: torch.Tensor, *, first: bool) -> None:
+        images = (pixels.to(self.device) - self.mean) / self.std
+        if not self.channels_last:
+            self.model(images.contiguous())
+            return
+        try:
+            self.model(images.contiguous(memory_format=torch.channels_last))
+        except RuntimeError:
+            if not first:
+                raise
+            self.channels_last = False
+            self.model.to(memory_format=torch.contiguous_format)
+            self.model(images.contiguous())
 
     def batches(
         self, probe: ProbeSet, indices: Sequence[int] | np.ndarray, *, batch_size: int
@@ -72,8 +95,10 @@ class ModelActivations:
             self.model, self.layers, tokens=self.tokens, input_size=probe.image_size, layouts=self.layouts
         )
         with torch.no_grad(), capture as captured:
-            for rows, pixels in image_batches(probe, indices, batch_size=batch_size, workers=self.workers):
-                self.model((pixels.to(self.device) - self.mean) / self.std)
+            for number, (rows, pixels) in enumerate(
+                image_batches(probe, indices, batch_size=batch_size, workers=self.workers)
+            ):
+                self._forward(pixels, first=number == 0)
                 for layer in self.layers:
                     if captured[layer].shape[0] != len(rows):
                         raise LayerError(

@@ -166,8 +166,14 @@ class RunLaunchIn(Schema):
     """The New run page's fields; a field left out takes the page's initial value."""
 
     name: str
-    network: int = Field(description="Network id (GET /api/networks)")
-    probe_set: int = Field(description="Probe set id (GET /api/probe-sets)")
+    network: int = Field(description="Network id (GET /api/networks): a classifier or a generator")
+    probe_set: int | None = Field(None, description="Probe set id (GET /api/probe-sets), for a classifier")
+    segmenter: int | None = Field(
+        None, description="For a generator: the segmenter network id that labels its samples"
+    )
+    samples: int | None = Field(None, description="For a generator: samples to dissect it on")
+    seed: int | None = Field(None, description="For a generator: sample i is drawn from (seed, i)")
+    tokens: str | None = Field(None, description="Token rule for transformer layers (default: auto)")
     layers: list[str] = Field(description="Layer names of the network, e.g. ['conv3', 'conv4']")
     project: int | None = Field(None, description="Project id; default: the network's project")
     shard_size: int | None = Field(None, description="Images per scan shard")
@@ -240,11 +246,12 @@ def run_launch(request: HttpRequest, payload: RunLaunchIn) -> Status[DissectionR
     """Queue a dissection run, as the New run page does (the same checks, the same messages)."""
     user = requester(request)
     network = visible_or_404(Network.objects.visible_to(user), "network", pk=payload.network)
-    probe_set = visible_or_404(ProbeSet.objects.visible_to(user), "probe set", pk=payload.probe_set)
+    if payload.probe_set is not None:
+        visible_or_404(ProbeSet.objects.visible_to(user), "probe set", pk=payload.probe_set)
+    if payload.segmenter is not None:
+        visible_or_404(Network.objects.visible_to(user), "segmenter", pk=payload.segmenter)
     given = payload.dict() | {
         "project": payload.project or network.project_id,
-        "network": network.pk,
-        "probe_set": probe_set.pk,
         "layers": ", ".join(payload.layers),
     }
     form = RunForm(form_data(RunForm, given), user=user)

@@ -36,7 +36,7 @@ from django.utils.http import urlencode
 
 from runs.errors import RunError
 from runs.models import DissectionRun, Job, Network, Unit, UnitImage
-from runs.selectors import eta_display, run_eta_seconds
+from runs.selectors import eta_display, report_unit_href, run_eta_seconds
 from runs.services import job_fail, job_finish, task_send
 from runs.storage import report_prefix, store_bytes
 
@@ -426,5 +426,10 @@ def _report_rerender(run: DissectionRun, layer: str, featviz: dict[str, Any]) ->
         return
     with default_storage.open(result, "rb") as handle:
         document = json.load(handle)
-    page = report_html(document, featviz=featviz, featviz_href="../featviz/")
+    page = report_html(
+        document,
+        featviz=featviz,
+        featviz_href="../featviz/",
+        unit_href=report_unit_href(run_id=run.pk, layer=layer),
+    )
     store_bytes(key, page.encode())

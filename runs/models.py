@@ -355,6 +355,7 @@ class AuditEvent(models.Model):
         REJECT = "reject", "Reject"
         BONUS = "bonus", "Bonus"
         BLOCK = "block", "Block crowd worker"
+        UNBLOCK = "unblock", "Unblock crowd worker"
         QUALIFICATION = "qualification", "Qualification change"
         LAUNCH_RUN = "launch_run", "Launch run"
         CANCEL_RUN = "cancel_run", "Cancel run"

@@ -47,6 +47,7 @@ from runs import services
 from runs.errors import RunStopped
 from runs.models import DissectionRun, Shard
 from runs.networks import network_generator, network_model, network_segmenter
+from runs.selectors import report_unit_href
 from runs.storage import (
     fetch,
     merged_key,
@@ -312,7 +313,14 @@ def _render(work: services.ShardWork, progress: Progress) -> dict[str, str]:
     result = finalize(probe, scan_state, tally_state)
     prefix = report_prefix(run.pk, work.layer)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_layer(result, probe, Path(tmp) / work.layer, maps, progress=progress)
+        folder = write_layer(
+            result,
+            probe,
+            Path(tmp) / work.layer,
+            maps,
+            progress=progress,
+            unit_href=report_unit_href(run_id=run.pk, layer=work.layer),
+        )
         if gan_run is not None:
             assert isinstance(probe, GeneratedSamples) and run.network and run.segmenter
             sources = {"generator": run.network.name, "segmenter": run.segmenter.name}

@@ -137,6 +137,21 @@ def run_reports(*, run: DissectionRun) -> list[tuple[str, str]]:
     ]
 
 
+def report_unit_href(*, run_id: int, layer: str) -> str:
+    """Where a stored report.html links its units: the run's address of a unit by its number
+    (`runs:run_unit`, which sends on to the unit page), "{unit}" (`dissection.render.UNIT_PLACEHOLDER`; the
+    selectors stay clear of the renderer's torch import) for the number. By number rather than the unit
+    page's id: the report is written before the units are published."""
+    return reverse("runs:run_unit", args=[run_id, layer, 1]).removesuffix("1/") + "{unit}/"
+
+
+def unit_by_number(*, user: Any, run_id: int, layer: str, number: int) -> Unit | None:
+    """Unit `number` (channel + 1) of `layer` in a run of the user's projects; else None."""
+    return Unit.objects.filter(
+        run__in=DissectionRun.objects.visible_to(user), run_id=run_id, layer=layer, channel=number - 1
+    ).first()
+
+
 # The run page's sort orders: key in the URL -> (what the menu says, ordering).
 UNIT_SORTS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "iou": ("IoU, highest first", (F("iou").desc(nulls_last=True), "channel")),

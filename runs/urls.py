@@ -15,6 +15,7 @@ urlpatterns = [
     path("runs/<int:run_id>/cam/", views.run_cam, name="run_cam"),
     path("runs/<int:run_id>/paint/", paint.run_paint, name="paint"),
     path("runs/<int:run_id>/featviz/", views.run_featviz, name="run_featviz"),
+    path("runs/<int:run_id>/layers/<str:layer>/units/<int:number>/", views.run_unit, name="run_unit"),
     path("networks/new/", views.network_create, name="network_create"),
     path("probe-sets/new/", views.probe_set_create, name="probe_set_create"),
     # FieldFile.url of local media is MEDIA_URL + key, so this prefix is MEDIA_URL (fixed at /media/).

@@ -110,6 +110,16 @@ def run_series_create(request: HttpRequest) -> HttpResponse:
 
 @staff_required
 @require_safe
+def run_unit(request: HttpRequest, run_id: int, layer: str, number: int) -> HttpResponse:
+    """A unit named as the run's reports name it (layer, number = channel + 1): on to its unit page."""
+    unit = run_selectors.unit_by_number(user=request.user, run_id=run_id, layer=layer, number=number)
+    if unit is None:
+        raise Http404(f"Layer {layer!r} of this run has no unit {number}.")
+    return redirect("annotate:unit_detail", unit.pk)
+
+
+@staff_required
+@require_safe
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     """The run: its progress while it works; once done, a tab per layer with the layer's summary chart and
     its units filtered, sorted and paginated

@@ -1,7 +1,8 @@
 """Fixtures shared by every area's tests: a small synthetic probe set and a toy model trained on it.
 
-Both are built once per session. The probe set has 160 images of 64 px (masks 32 px) in the Broden format
-with boxes.csv and classes.txt (see `dissection.synth`); the toy checkpoint
+Both are built once per test run: under pytest-xdist the first process to need one builds it into the run's
+shared temporary folder (under a file lock) and the others reuse it. The probe set has 160 images of 64 px
+(masks 32 px) in the Broden format with boxes.csv and classes.txt (see `dissection.synth`); the toy checkpoint
 (`dissection.networks.toy_checkpoint`) is trained on it for 40 epochs (~20 s on one core), enough to classify
 the main object well above chance and to grow detector units in conv3/conv4. Load it with
 `dissection.networks.load_model("toy", weights=toy_weights)`.
@@ -9,14 +10,32 @@ the main object well above chance and to grow detector units in conv3/conv4. Loa
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 PROBE_IMAGES = 160
 PROBE_SIZE = 64
 TOY_EPOCHS = 40
+
+
+def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """`build(folder)` once per test run: in one process, into a fresh folder; under pytest-xdist, into the
+    run's folder shared by its processes, by whichever process comes first (the others wait, then reuse it).
+    A build that fails leaves no marker, so the next process tries again and fails the same way."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent  # this run's folder, above each process's own
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            done.write_text(str(build(folder)))
+    return Path(done.read_text())
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +43,11 @@ def probe_set_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deterministic synthetic Broden-format probe set (also holds boxes.csv and classes.txt)."""
     from dissection.synth import make_probe_set
 
-    return make_probe_set(tmp_path_factory.mktemp("probe_set"), images=PROBE_IMAGES, size=PROBE_SIZE, seed=0)
+    return shared_build(
+        tmp_path_factory,
+        "probe_set",
+        lambda folder: make_probe_set(folder, images=PROBE_IMAGES, size=PROBE_SIZE, seed=0),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +55,11 @@ def toy_weights(probe_set_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     """Path of a toy checkpoint trained on `probe_set_dir` (a shortened, deterministic schedule)."""
     from dissection.train import train_toy
 
-    out = tmp_path_factory.mktemp("toy") / "toy.pt"
-    return train_toy(probe_set_dir, out, seed=0, epochs=TOY_EPOCHS, progress=False)
+    return shared_build(
+        tmp_path_factory,
+        "toy",
+        lambda folder: train_toy(probe_set_dir, folder / "toy.pt", seed=0, epochs=TOY_EPOCHS, progress=False),
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -35,6 +35,16 @@ class BulkApproval:
 
 
 @dataclass
+class BulkBonus:
+    """What a provider did with many bonuses sent at once: per assignment pk, paid (with the reply to the pay
+    call that paid it) or not paid (with why: refused, or a pay call without an answer that a later bonus of
+    the assignment confirms)."""
+
+    paid: dict[int, Reply] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
 class SyncResult:
     """What a sync with the provider changed, for the requester's message."""
 
@@ -94,10 +104,15 @@ class CrowdProvider:
     def bonus(self, assignment: Assignment, amount: Decimal, reason: str) -> Reply:
         """Pay an extra `amount` for `assignment`."""
 
+    def bonus_many(self, assignments: Sequence[Assignment], amount: Decimal, reason: str) -> BulkBonus | None:
+        """Pay `amount` to each of `assignments` (one batch; their BonusPayment records are pending) in one
+        payment where the provider has one; None: pay them one by one."""
+        return None
+
     def block(self, worker: CrowdWorker, reason: str) -> Reply:
         """Stop `worker` from working for this requester."""
 
-    def unblock(self, worker: CrowdWorker) -> None:
+    def unblock(self, worker: CrowdWorker) -> Reply:
         """Let a blocked `worker` work for this requester again."""
 
     def completion_url(self, batch: Batch) -> str | None:

@@ -11,6 +11,7 @@ from django.db.models import Count, Q, QuerySet
 from annotate.models import (
     Batch,
     CrowdWorker,
+    Provider,
     Qualification,
     QualificationAnswer,
     QualificationItem,
@@ -47,7 +48,11 @@ def qualifications_missing(
 
 def qualification_refusal(*, batch: Batch, worker: CrowdWorker) -> str:
     """Why `worker` may not take tasks of `batch` yet ("" when they passed all it requires): failed ones are
-    told kindly and learn nothing about the gold answers."""
+    told kindly and learn nothing about the gold answers. On an MTurk batch MTurk itself guards: its HIT type
+    requires the qualifications' scores, so only a worker who passed there can accept a HIT, and an
+    assignment counts only once MTurk confirms it (the result recorded here may lag until the next sync)."""
+    if batch.provider == Provider.MTURK and worker.provider == Provider.MTURK:
+        return ""
     missing = qualifications_missing(batch=batch, worker=worker)
     if not missing:
         return ""
@@ -94,14 +99,15 @@ class QualificationStanding:
     results: list[QualificationResult]
 
 
-def qualification_results(*, qualification: Qualification) -> list[QualificationResult]:
-    """Who passed, failed or is pending on `qualification`, newest first."""
-    return list(qualification.results.select_related("worker").order_by("-started_at"))
+def qualification_results(*, qualification: Qualification, status: str = "") -> QuerySet[QualificationResult]:
+    """Who passed, failed or is pending on `qualification` (`status`: only those), newest first."""
+    results = qualification.results.select_related("worker").order_by("-started_at", "-pk")
+    return results.filter(status=status) if status else results
 
 
 def batch_qualification_standings(*, batch: Batch) -> list[QualificationStanding]:
     """For each qualification `batch` requires, every worker's result."""
     return [
-        QualificationStanding(q, qualification_results(qualification=q))
+        QualificationStanding(q, list(qualification_results(qualification=q)))
         for q in batch.qualifications.order_by("name")
     ]

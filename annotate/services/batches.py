@@ -22,6 +22,7 @@ from annotate.models import Assignment, Batch, Provider, Task
 from annotate.providers import RemoteAssignment, SyncResult, get_provider
 from annotate.services.assignments import AUTO_REJECT_FEEDBACK, assignment_verify
 from annotate.services.comparison import comparison_inputs_changed
+from annotate.services.mturk import mturk_qualifications_sync
 from annotate.services.prolific import prolific_batch_sync
 from runs.access import may_use_project
 from runs.audit import audit_event_record
@@ -216,7 +217,8 @@ def batch_sync(*, batch: Batch) -> SyncResult:
     """Reconcile assignment states with the batch's provider: confirm the assignments it reports for the
     same worker and HIT (`assignment_verify`), push decisions made here that the provider has not seen,
     mirror decisions made there. The provider only reports what it holds; the rules are here (Prolific's,
-    whose records are whole sessions, in `annotate.services.prolific`)."""
+    whose records are whole sessions, in `annotate.services.prolific`). An MTurk sync also records MTurk's
+    scores of the qualification tests the batch requires (`annotate.services.mturk`)."""
     if batch.provider == Provider.PROLIFIC:
         return prolific_batch_sync(batch=batch)
     provider = get_provider(batch.provider)
@@ -224,6 +226,8 @@ def batch_sync(*, batch: Batch) -> SyncResult:
     for remote in provider.remote_assignments(batch):
         result.seen += 1
         _reconcile(provider, batch, remote, result)
+    if batch.provider == Provider.MTURK:
+        mturk_qualifications_sync(batch=batch)
     return result
 
 

@@ -57,21 +57,7 @@ def crowd_worker_block(
     with transaction.atomic():
         locked = CrowdWorker.objects.select_for_update().get(pk=worker.pk)
         reply = get_provider(locked.provider).block(locked, reason) if not locked.blocked else None
-        if batch is None:
-            last = (
-                Assignment.objects.filter(worker=locked).select_related("task__batch").order_by("-pk").first()
-            )
-            batch = last.task.batch if last is not None else None
-        if batch is not None:
-            audit_event_record(
-                project=batch.project,
-                action="block",
-                actor=actor,
-                batch_key=batch.public_id,
-                subject=f"crowd worker {locked}",
-                details={"reason": reason, "already_blocked": locked.blocked},
-                provider_reply=reply,
-            )
+        _audit(locked, "block", actor, batch, {"reason": reason, "already_blocked": locked.blocked}, reply)
         locked.blocked = True
         locked.blocked_reason = reason
         locked.save(update_fields=["blocked", "blocked_reason"])
@@ -81,13 +67,37 @@ def crowd_worker_block(
     return locked
 
 
-def crowd_worker_unblock(*, worker: CrowdWorker) -> CrowdWorker:
-    """Let a blocked worker take tasks again, here and at their provider."""
+def _audit(
+    locked: CrowdWorker, action: str, actor: Any, batch: Batch | None, details: dict[str, Any], reply: Any
+) -> None:
+    """Record a decision on `locked` in the audit trail of `batch`, or else of the batch the worker last
+    worked on (a worker who never took a task has no batch, and no project, to record it in)."""
+    if batch is None:
+        last = Assignment.objects.filter(worker=locked).select_related("task__batch").order_by("-pk").first()
+        batch = last.task.batch if last is not None else None
+    if batch is not None:
+        audit_event_record(
+            project=batch.project,
+            action=action,
+            actor=actor,
+            batch_key=batch.public_id,
+            subject=f"crowd worker {locked}",
+            details=details,
+            provider_reply=reply,
+        )
+
+
+def crowd_worker_unblock(
+    *, worker: CrowdWorker, actor: Any = None, batch: Batch | None = None
+) -> CrowdWorker:
+    """Let a blocked worker take tasks again, here and at their provider; recorded in the audit trail as a
+    block is."""
     with transaction.atomic():
         locked = CrowdWorker.objects.select_for_update().get(pk=worker.pk)
         if not locked.blocked:
             raise ReviewError(f"{locked.external_id} is not blocked.")
-        get_provider(locked.provider).unblock(locked)
+        reply = get_provider(locked.provider).unblock(locked)
+        _audit(locked, "unblock", actor, batch, {"reason_was": locked.blocked_reason}, reply)
         locked.blocked = False
         locked.blocked_reason = ""
         locked.save(update_fields=["blocked", "blocked_reason"])

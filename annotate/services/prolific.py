@@ -5,7 +5,8 @@
 One submission is one participant's session, so it covers every assignment that carries its id
 (`Assignment.prolific_session_id`). A submission the participant returned or let time out frees the slots of
 the session's unreviewed assignments (returned or expired here, so the unit still gets its answers); one
-approved or rejected in Prolific's own pages is recorded on the session's submitted assignments.
+approved or rejected in Prolific's own pages is recorded on the session's submitted assignments. A poll also
+adds the participants who passed a required qualification to its Prolific participant group.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from annotate.models import Assignment, Batch, Provider
+from annotate.models import Assignment, Batch, Provider, QualificationResult
 from annotate.providers import ProviderError, RemoteAssignment, SyncResult, get_provider
 from annotate.providers.prolific import client as prolific
 from annotate.services.review import batch_refresh_state
@@ -97,7 +98,30 @@ def prolific_batch_sync(*, batch: Batch, now: datetime | None = None) -> SyncRes
         result.seen += 1
         _submission_apply(batch, remote, result, now)
     batch_refresh_state(batch=batch)
+    prolific_qualification_groups_sync(batch=batch)
     return result
+
+
+def prolific_qualification_groups_sync(*, batch: Batch) -> int:
+    """Add every Prolific participant who passed a qualification `batch` requires to that qualification's
+    participant group, if it names one (one call per qualification; a member added again changes nothing),
+    so the requester's other studies can allow just them. Returns how many participants were sent."""
+    provider = _provider()
+    if not provider.connected:
+        return 0
+    sent = 0
+    for qualification in batch.qualifications.exclude(prolific_group_id="").order_by("name"):
+        passed = sorted(
+            QualificationResult.objects.filter(
+                qualification=qualification,
+                status=QualificationResult.Status.PASSED,
+                worker__provider=Provider.PROLIFIC,
+            ).values_list("worker__external_id", flat=True)
+        )
+        if passed:
+            provider.group_add(qualification.prolific_group_id, passed)
+            sent += len(passed)
+    return sent
 
 
 def prolific_batches_sync(*, now: datetime | None = None) -> dict[str, SyncResult | str]:

@@ -2,8 +2,12 @@
 
 A worker's answers are scored as they arrive; once every item is answered, `qualification_grade` decides
 the result (passed: at least `min_items` answers and accuracy at least `min_accuracy`). Results belong to
-the crowd worker record, so a decision holds for every batch that requires the same qualification. MTurk
-batches cannot require one (MTurk's frame never shows our test pages): they are refused when set.
+the crowd worker record, so a decision holds for every batch that requires the same qualification. A
+qualification may name a Prolific participant group that the participants who passed join
+(`annotate.services.prolific.prolific_qualification_groups_sync`). MTurk workers never see our test pages:
+an MTurk batch requires the qualification's MTurk QualificationType, whose test MTurk scores
+(`annotate.providers.mturk.screening`), and the batch sync records its scores as results
+(`annotate.services.mturk.mturk_qualifications_sync`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from annotate.models import (
     QualificationItem,
     QualificationResult,
 )
+from annotate.providers.mturk.screening import screening_problem
 from annotate.services.assignments import answer_words_clean
 from annotate.services.batches import GoldAnswer
 from runs.audit import audit_event_record
@@ -43,6 +48,7 @@ def qualification_create(
     min_accuracy: float,
     min_items: int,
     images_per_item: int = 20,
+    prolific_group_id: str = "",
     actor: Any = None,
 ) -> Qualification:
     """A qualification of gold units {unit pk: accepted answer} of `project`, recorded in the audit trail."""
@@ -70,6 +76,7 @@ def qualification_create(
             min_accuracy=min_accuracy,
             min_items=min_items,
             images_per_item=images_per_item,
+            prolific_group_id=prolific_group_id,
             created_by=actor if getattr(actor, "is_authenticated", False) else None,
         )
         QualificationItem.objects.bulk_create(
@@ -92,6 +99,7 @@ def qualification_create(
                 "units": [f"{units[pk].layer} unit {units[pk].channel + 1}" for pk in gold],
                 "min_accuracy": min_accuracy,
                 "min_items": min_items,
+                "prolific_group_id": prolific_group_id,
             },
         )
     return qualification
@@ -104,15 +112,19 @@ def batch_qualifications_set(
     wanted = list(qualifications)
     if any(q.project_id != batch.project_id for q in wanted):
         raise ReviewError("A batch can require only qualifications of its own project.")
-    if wanted and batch.provider == Provider.MTURK:
-        raise ReviewError(
-            "MTurk batches cannot require a qualification here: MTurk workers never see the test page. "
-            "Use a local or Prolific batch, or screen workers with an MTurk qualification type."
-        )
+    if batch.provider == Provider.MTURK:
+        problems = [problem for q in wanted if (problem := screening_problem(q))]
+        if problems:
+            raise ReviewError(problems[0])
     with transaction.atomic():
         before = sorted(batch.qualifications.values_list("name", flat=True))
-        batch.qualifications.set(wanted)
         after = sorted(q.name for q in wanted)
+        if batch.mturk_hit_type_id and before != after:
+            raise ReviewError(
+                "This batch's HIT type is on MTurk already and MTurk fixes its qualification requirements; "
+                "create a new batch to require other qualifications."
+            )
+        batch.qualifications.set(wanted)
         if before != after:
             audit_event_record(
                 project=batch.project,

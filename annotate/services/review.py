@@ -35,7 +35,8 @@ def _lock_for_review(assignment: Assignment) -> Assignment:
 
 
 def _audit(locked: Assignment, action: str, actor: Any, details: dict[str, Any], reply: Reply) -> None:
-    """Record a decision on `locked` in the audit trail (inside the decision's transaction)."""
+    """Record a decision on `locked` in the audit trail (inside the decision's transaction); `details`
+    carries the assignment's public id, by which exports find an answer's decisions."""
     unit = locked.task.unit
     audit_event_record(
         project=locked.task.batch.project,
@@ -43,7 +44,7 @@ def _audit(locked: Assignment, action: str, actor: Any, details: dict[str, Any],
         actor=actor,
         batch_key=locked.task.batch.public_id,
         subject=f"{locked.worker} on {unit.layer} unit {unit.channel + 1} (assignment {locked.public_id})",
-        details=details,
+        details={**details, "assignment": str(locked.public_id)},
         provider_reply=reply,
     )
 
@@ -124,11 +125,23 @@ def assignment_send_bonus(
     stays when the call fails. The provider pays once per assignment (MTurk: its UniqueRequestToken;
     Prolific: the record), so a retry never pays twice and a retry after a failed save records the bonus.
     """
+    reason = _bonus_reason(amount, reason)
+    locked, _ = _bonus_start(assignment, amount, reason)
+    reply = get_provider(locked.task.batch.provider).bonus(locked, amount, reason)
+    return _bonus_paid(assignment, amount, reason, actor, reply, {})
+
+
+def _bonus_reason(amount: Decimal, reason: str) -> str:
     reason = reason.strip()
     if amount <= 0:
         raise ReviewError("A bonus must be more than 0.00.")
     if not reason:
         raise ReviewError("A bonus needs a reason the worker will see.")
+    return reason
+
+
+def _bonus_start(assignment: Assignment, amount: Decimal, reason: str) -> tuple[Assignment, BonusPayment]:
+    """Check that `assignment` may get the bonus and write (and commit) its BonusPayment record."""
     with transaction.atomic():
         locked = _lock_for_review(assignment)
         if locked.status not in (Status.SUBMITTED, Status.APPROVED):
@@ -148,7 +161,13 @@ def assignment_send_bonus(
                 f"A bonus of {payment.amount} was already started for this assignment; send that amount to "
                 "finish it."
             )
-    reply = get_provider(locked.task.batch.provider).bonus(locked, amount, reason)
+    return locked, payment
+
+
+def _bonus_paid(
+    assignment: Assignment, amount: Decimal, reason: str, actor: Any, reply: Reply, details: dict[str, Any]
+) -> Assignment:
+    """Record a bonus the provider paid (once: a second call finds it recorded)."""
     with transaction.atomic():
         locked = _lock_for_review(assignment)
         if locked.bonus > 0:
@@ -158,7 +177,7 @@ def assignment_send_bonus(
         BonusPayment.objects.filter(assignment=locked).update(
             state=BonusPayment.State.PAID, paid_at=timezone.now()
         )
-        _audit(locked, "bonus", actor, {"amount": amount, "reason": reason}, reply)
+        _audit(locked, "bonus", actor, {"amount": amount, "reason": reason, **details}, reply)
     return locked
 
 
@@ -210,6 +229,39 @@ def _approve_in_bulk(
     return left
 
 
+def _bonus_in_bulk(
+    assignments: list[Assignment], amount: Decimal, reason: str, actor: Any, outcome: ReviewOutcome
+) -> list[Assignment]:
+    """Pay the bonuses of providers with a bulk payment (Prolific) in one set-up and pay call per batch;
+    returns the assignments left to pay one by one (those of other providers, and those whose payment an
+    earlier try already set up or sent, which the one-by-one path finishes or confirms)."""
+    left: list[Assignment] = []
+    by_batch: dict[int, list[Assignment]] = {}
+    for assignment in assignments:
+        try:
+            locked, payment = _bonus_start(assignment, amount, reason)
+        except ReviewError as exc:
+            outcome.errors.append(f"{_label(assignment)}: {exc}")
+            continue
+        if payment.state == BonusPayment.State.PENDING:
+            by_batch.setdefault(locked.task.batch_id, []).append(locked)
+        else:
+            left.append(assignment)
+    for group in by_batch.values():
+        bulk = get_provider(group[0].task.batch.provider).bonus_many(group, amount, reason)
+        if bulk is None:
+            left.extend(group)
+            continue
+        for assignment in group:
+            if assignment.pk in bulk.paid:
+                _bonus_paid(assignment, amount, reason, actor, bulk.paid[assignment.pk], {"bulk": True})
+                outcome.done += 1
+            else:
+                reason_refused = bulk.refused.get(assignment.pk, "the provider did not pay it")
+                outcome.errors.append(f"{_label(assignment)}: {reason_refused}")
+    return left
+
+
 def assignments_review(
     *,
     assignments: Iterable[Assignment],
@@ -220,19 +272,22 @@ def assignments_review(
     category: str = "",
 ) -> ReviewOutcome:
     """Approve, reject or bonus many assignments; each is its own transaction, failures are listed.
-    Approvals go in one call where the provider has one (Prolific's bulk approve)."""
+    Approvals and bonuses go in one call where the provider has one (Prolific's bulk approve, its bulk bonus
+    payment)."""
     if action == "reject" and not feedback.strip():
         raise ReviewError("Rejecting needs feedback that tells the worker why.")
     if action == "bonus" and (amount is None or amount <= 0):
         raise ReviewError("A bonus must be more than 0.00.")
     outcome = ReviewOutcome()
     items = list(assignments)
-    if action == "approve":
-        try:
+    try:
+        if action == "approve":
             items = _approve_in_bulk(items, feedback, actor, outcome)
-        except ProviderError as exc:
-            outcome.errors.append(str(exc))
-            return outcome
+        elif action == "bonus" and feedback.strip():
+            items = _bonus_in_bulk(items, amount or Decimal(0), feedback.strip(), actor, outcome)
+    except ProviderError as exc:
+        outcome.errors.append(str(exc))
+        return outcome
     for assignment in items:
         try:
             if action == "approve":

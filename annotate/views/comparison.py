@@ -35,6 +35,7 @@ from annotate.services import comparison as comparison_services
 from annotate.services import verification as services
 from runs.access import staff_required
 from runs.models import DissectionRun
+from runs.templatetags.runs_tags import concept_display
 
 AGGREGATIONS: dict[selectors.Aggregation, str] = {"dawid_skene": "Dawid–Skene", "majority": "Majority vote"}
 TABLE_TITLES = {
@@ -184,6 +185,13 @@ def _td(text: str, link: str | None) -> str:
     return f'<td><a href="{escape(link)}">{escape(text)}</a></td>' if link else f"<td>{escape(text)}</td>"
 
 
+def _page_cell(row: Mapping[str, Any], key: str) -> str:
+    """A cell as the page shows it: the dissection label without Broden's suffix ("white-c" -> "white");
+    the downloads keep the stored label."""
+    value = row.get(key)
+    return concept_display(value) if key == "auto_label" and value else _cell(value)
+
+
 def _display(request: HttpRequest, name: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One page of a table for the template: headers, the rows as escaped HTML (the unit links to its unit
     page), and the page's links. The cells are joined here: thousands of them through the template
@@ -194,7 +202,7 @@ def _display(request: HttpRequest, name: str, rows: Sequence[Mapping[str, Any]])
         "".join(
             "<tr>"
             + "".join(
-                _td(_cell(row.get(key)), row.get("url") if key == "unit_key" else None) for key in columns
+                _td(_page_cell(row, key), row.get("url") if key == "unit_key" else None) for key in columns
             )
             + "</tr>"
             for row in page.object_list

@@ -390,7 +390,7 @@ def crowd_worker_block(request: HttpRequest, worker_id: str) -> HttpResponse:
 def crowd_worker_unblock(request: HttpRequest, worker_id: str) -> HttpResponse:
     worker = _crowd_worker(request, worker_id).worker
     try:
-        services.crowd_worker_unblock(worker=worker)
+        services.crowd_worker_unblock(worker=worker, actor=request.user)
         messages.success(request, f"Unblocked {worker.external_id}: they may take tasks again.")
     except (AnnotateError, ProviderError) as exc:
         messages.error(request, str(exc))

@@ -15,6 +15,7 @@ from torch import nn
 
 from dissection.cam.heads import GapHead, detect_gap_head, head_parameters
 from dissection.cam.maps import ClassChoice, check_images, gap_features, select_classes
+from dissection.concepts import concept_display
 from dissection.errors import DissectionError
 
 
@@ -65,7 +66,7 @@ class Explanation:
         for unit in self.units[:n]:
             text = f"unit {unit.unit}"
             if unit.label is not None and unit.label.interpretable:
-                text += f" {unit.label.label}"
+                text += f" {concept_display(unit.label.label)}"
             parts.append(text)
         return f"{name} {self.probability:.2f}: " + ", ".join(parts)
 

@@ -31,11 +31,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--trust-pickle", action="store_true", help="allow weights that are a whole pickled model"
     )
     featviz.add_argument("--layer", required=True, help="layer name (`output`: the model's own output)")
-    featviz.add_argument(
+    which = featviz.add_mutually_exclusive_group(required=True)
+    which.add_argument(
         "--units",
-        required=True,
-        help="0-based channels: 0-15, 3,7,10-12, or all (files say unit = channel + 1)",
+        help="unit numbers as in tally.csv and report.html (channel + 1): 1-16, 4,8,11-13, or all",
     )
+    which.add_argument("--channels", help="the same by 0-based channel of the layer's output: 0-15, or all")
     featviz.add_argument("--out", type=Path, required=True, help="folder to write (PNGs and featviz.json)")
     featviz.add_argument("--steps", type=int, default=256)
     featviz.add_argument("--size", type=int, default=128, help="image size in px (square)")
@@ -70,28 +71,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     featviz.set_defaults(handler=run_featviz)
 
 
-def parse_units(text: str, layer: str, channels: int) -> list[int]:
-    """`0-15`, `3,7,10-12` or `all` → sorted distinct channels, each checked against the layer's count."""
+def parse_units(text: str, layer: str, channels: int, *, base: int = 1) -> list[int]:
+    """`1-16`, `4,8,11-13` or `all` → sorted distinct 0-based channels, each checked against the layer's
+    count. `base` 1 reads unit numbers (`--units`, channel + 1 as in tally.csv), 0 channels (`--channels`)."""
+    flag, what = ("--units", "units") if base == 1 else ("--channels", "channels")
     if text.strip() == "all":
         return list(range(channels))
     picked: set[int] = set()
     for part in text.split(","):
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if match is None:
-            raise DissectionError(f"--units {text!r}: expected 0-based channels such as 0-15 or 3,7,10-12")
+            example = "1-16 or 4,8,11-13" if base == 1 else "0-15 or 3,7,10-12"
+            raise DissectionError(f"{flag} {text!r}: expected {what} such as {example}")
         first = int(match[1])
         last = int(match[2]) if match[2] is not None else first
         if last < first:
-            raise DissectionError(f"--units {text!r}: the range {part.strip()} runs backwards")
+            raise DissectionError(f"{flag} {text!r}: the range {part.strip()} runs backwards")
         picked.update(range(first, last + 1))
-    if max(picked) >= channels:
-        outside = sorted(c for c in picked if c >= channels)
+    outside = sorted(n for n in picked if not base <= n < channels + base)
+    if outside:
         shown = ", ".join(map(str, outside[:5])) + (" …" if len(outside) > 5 else "")
         raise DissectionError(
-            f"--units {text}: layer {layer!r} has {channels} channels (0-{channels - 1}); "
+            f"{flag} {text}: layer {layer!r} has {channels} {what} ({base}-{channels - 1 + base}); "
             f"{len(outside)} asked for are outside it ({shown})"
         )
-    return sorted(picked)
+    return sorted(n - base for n in picked)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -126,7 +130,10 @@ def run_featviz(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     channels, _, _ = layer_shape(model, args.layer, args.size, device=device, mean=args.mean, std=args.std)
-    units = parse_units(args.units, args.layer, channels)
+    if args.units is not None:
+        units = parse_units(args.units, args.layer, channels)
+    else:
+        units = parse_units(args.channels, args.layer, channels, base=0)
     best, best_source = None, None
     if args.dissection is not None:
         best = best_from_result(args.dissection, args.layer, channels)

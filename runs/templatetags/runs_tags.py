@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import re
-
 from django import template
 
+from dissection import concepts
 from runs import selectors
 
 register = template.Library()
 
-# Broden marks colours "-c" and scenes "-s" ("white-c", "meadow-s"): a tag for the data, noise to a reader.
-# The same suffixes `agreement.words.dissection_word` drops before comparing labels.
-_BRODEN_SUFFIX = re.compile(r"-[cs]$")
-
 
 @register.filter
 def concept_display(label: object) -> str:
-    """A concept label as people read it: "white-c" -> "white", "meadow-s" -> "meadow"; the stored label
-    keeps its suffix."""
-    return _BRODEN_SUFFIX.sub("", str(label or "").strip())
+    """A concept label as people read it (`dissection.concepts`): "white-c" -> "white", "meadow-s" ->
+    "meadow"; the stored label keeps its suffix. The same suffixes `agreement.words.dissection_word` drops
+    before comparing labels."""
+    return concepts.concept_display(str(label or "").strip())
 
 
 @register.filter

@@ -77,6 +77,11 @@ def test_each_batch_decision_leaves_exactly_one_record(make_batch, answered, bos
             "block",
             lambda: services.crowd_worker_block(worker=third.worker, reason="Spam", actor=boss, batch=batch),
         ),
+        ("unblock", lambda: services.crowd_worker_unblock(worker=third.worker, actor=boss)),
+        (
+            "block",
+            lambda: services.crowd_worker_block(worker=third.worker, reason="Spam", actor=boss, batch=batch),
+        ),
         (
             "export",
             lambda: services.batch_export_record(batch=batch, what="answers as csv", rows=3, actor=boss),
@@ -95,13 +100,15 @@ def test_each_batch_decision_leaves_exactly_one_record(make_batch, answered, bos
         "reject",
         "bonus",
         "block",
+        "unblock",
+        "block",
         "export",
         "cancel",
     ]
     assert {e.actor_name for e in events} == {"boss"}
     assert {e.project_id for e in events} == {batch.project_id}
     reject = events.get(action="reject")
-    assert reject.details == {"feedback": "Not it", "category": ""}
+    assert reject.details == {"feedback": "Not it", "category": "", "assignment": str(second.public_id)}
     assert str(second.public_id) in reject.subject and "unit 1" in reject.subject
 
 

@@ -118,8 +118,13 @@ def test_an_answer_is_traceable_with_its_decisions(
         "0.25",
         assignment.reviewed_at.isoformat(),
     )
+    assert [(d["action"], d.get("amount"), d.get("reason")) for d in row["decisions"]] == [
+        ("approve", None, None),
+        ("bonus", "0.25", "Thank you"),
+    ]
     [line] = _rows(staff_client, batch, "csv")
     assert line["unit"] == "98" and line["channel"] == "97"
+    assert json.loads(line["decisions"]) == row["decisions"]
     assert json.loads(line["shown_images"]) == row["shown_images"]  # paths with spaces stay whole
     assert line["images_not_fitting"] == "3"
 
@@ -139,6 +144,12 @@ def test_a_rejection_and_its_feedback_are_exported(
         [1, 2],
     )
     assert row["reviewed_at"] is not None and row["bonus"] == "0.00"
+    [decision] = row["decisions"]
+    assert (decision["action"], decision["feedback"], decision["by"]) == (
+        "reject",
+        "The images show circles.",
+        "automatic",  # no requester named: the service was called without an actor
+    )
 
 
 def test_csv_cells() -> None:

@@ -20,6 +20,12 @@ from annotate import selectors, services
 from annotate.models import Assignment, Batch, BonusPayment, CrowdWorker, Provider
 from annotate.providers import ProviderError
 from annotate.services.prolific import prolific_batch_sync
+from annotate.services.qualifications import (
+    batch_qualifications_set,
+    qualification_answer_submit,
+    qualification_create,
+)
+from runs import services as runs_services
 from runs.models import AuditEvent
 from tests.annotate.prolific_fake import TOKEN, FakeProlific
 from tests.factories import staff_user
@@ -264,6 +270,27 @@ def test_bulk_approve_approves_what_prolific_approved_and_lists_the_rest(
     assert len(_events(study, "approve")) == 3
 
 
+def test_through_the_api_a_bulk_approve_lists_what_prolific_has_not_approved_yet(
+    study: Batch, participate, connected: FakeProlific, boss
+) -> None:
+    done = participate(study, "pid1", "sub1")
+    connected.bulk_refuses.add("sub1")
+    key = runs_services.api_token_create(user=boss, name="tests")[1]
+    response = Client(headers={"Authorization": f"Bearer {key}"}).post(
+        f"/api/batches/{study.public_id}/review",
+        {"action": "approve", "assignments": [str(a.public_id) for a in done[:2]]},
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["done"], body["errors"], len(body["queued"])) == (0, [], 2)
+    assert all("sub1" in line and "the next sync records it" in line for line in body["queued"])
+    assert [r.body for r in connected.calls("POST", "submissions/bulk-approve/")] == [
+        {"submission_ids": ["sub1"]}
+    ]
+    assert not _events(study, "approve")
+
+
 def test_a_bonus_retried_after_a_timeout_is_paid_once(
     study: Batch, participate, connected: FakeProlific, boss
 ) -> None:
@@ -292,7 +319,11 @@ def test_a_bonus_retried_after_a_timeout_is_paid_once(
     assert Assignment.objects.get(pk=assignment.pk).bonus == Decimal("0.25")
     assert BonusPayment.objects.get(assignment=assignment).state == BonusPayment.State.PAID
     (event,) = _events(study, "bonus")
-    assert event.details == {"amount": "0.25", "reason": "Careful work"}
+    assert event.details == {
+        "amount": "0.25",
+        "reason": "Careful work",
+        "assignment": str(assignment.public_id),
+    }
 
 
 def test_a_bonus_whose_pay_call_was_refused_is_paid_on_retry(
@@ -306,6 +337,83 @@ def test_a_bonus_whose_pay_call_was_refused_is_paid_on_retry(
     services.assignment_send_bonus(assignment=assignment, amount=Decimal("0.25"), reason="Thanks")
     assert connected.submissions["sub1"]["bonus_payments"] == [25]
     assert len(connected.calls("POST", "submissions/bonus-payments/")) == 1
+
+
+def test_bonuses_in_bulk_are_one_set_up_and_one_pay_call_per_round(
+    study: Batch, participate, connected: FakeProlific, boss
+) -> None:
+    first = participate(study, "pid1", "sub1")
+    second = participate(study, "pid2", "sub2")
+    chosen = [first[0], first[1], second[0]]
+    connected.fail("POST", r"bulk-bonus-payments/.*/pay/", "429", times=3)
+    refused = services.assignments_review(
+        assignments=chosen, action="bonus", amount=Decimal("0.10"), feedback="Careful work", actor=boss
+    )
+    assert refused.done == 0 and len(refused.errors) == 3
+    assert all("failed after 3 attempts: 429" in error for error in refused.errors)
+    assert set(BonusPayment.objects.values_list("state", "provider_ref")) == {
+        (BonusPayment.State.PENDING, "")
+    }
+
+    outcome = services.assignments_review(
+        assignments=chosen, action="bonus", amount=Decimal("0.10"), feedback="Careful work", actor=boss
+    )
+    assert (outcome.done, outcome.errors) == (3, [])
+    setups = [r.body for r in connected.calls("POST", "submissions/bonus-payments/")]
+    assert setups == [
+        {"study_id": "study1", "csv_bonuses": "sub1,0.10\nsub2,0.10"},
+        {"study_id": "study1", "csv_bonuses": "sub1,0.10\nsub2,0.10"},
+        {"study_id": "study1", "csv_bonuses": "sub1,0.10"},
+    ], "a refused pay call's set-up is never paid; a participant's second answer goes in the next round"
+    paid = [r.path for r in connected.calls("POST", r"bulk-bonus-payments/.*/pay/")]
+    assert paid == ["bulk-bonus-payments/bonus2/pay/"] * 3 + [
+        "bulk-bonus-payments/bonus3/pay/",
+        "bulk-bonus-payments/bonus4/pay/",
+    ]
+    assert connected.bonus_setups["bonus2"]["pays"] == 0
+    assert (
+        connected.submissions["sub1"]["bonus_payments"],
+        connected.submissions["sub2"]["bonus_payments"],
+    ) == (
+        [10, 10],
+        [10],
+    )
+    assert {a.bonus for a in Assignment.objects.filter(pk__in=[a.pk for a in chosen])} == {Decimal("0.10")}
+    assert set(BonusPayment.objects.values_list("state", flat=True)) == {BonusPayment.State.PAID}
+    events = _events(study, "bonus")
+    assert len(events) == 3 and all(e.details["bulk"] is True for e in events)
+    assert sorted(e.provider_reply.split()[5] for e in events) == ["bonus3", "bonus3", "bonus4"]
+
+
+def test_a_bulk_bonus_whose_pay_call_timed_out_is_paid_once(
+    study: Batch, participate, connected: FakeProlific, boss
+) -> None:
+    chosen = [participate(study, "pid1", "sub1")[0], participate(study, "pid2", "sub2")[0]]
+    connected.fail("POST", r"bulk-bonus-payments/.*/pay/", "slow")
+    outcome = services.assignments_review(
+        assignments=chosen, action="bonus", amount=Decimal("0.25"), feedback="Careful work", actor=boss
+    )
+    assert outcome.done == 0 and len(outcome.errors) == 2
+    assert all("no answer" in e and "never sent again" in e for e in outcome.errors)
+    assert set(BonusPayment.objects.values_list("state", "provider_ref")) == {
+        (BonusPayment.State.PAYING, "bonus2")
+    }
+    assert not _events(study, "bonus")
+
+    again = services.assignments_review(
+        assignments=chosen, action="bonus", amount=Decimal("0.25"), feedback="Careful work", actor=boss
+    )
+    assert (again.done, again.errors) == (2, [])
+    assert len(connected.calls("POST", r"bulk-bonus-payments/.*/pay/")) == 1
+    assert len(connected.calls("POST", "submissions/bonus-payments/")) == 1
+    assert connected.bonus_setups["bonus2"]["pays"] == 1
+    assert (
+        connected.submissions["sub1"]["bonus_payments"]
+        == connected.submissions["sub2"]["bonus_payments"]
+        == [25]
+    )
+    assert set(BonusPayment.objects.values_list("state", flat=True)) == {BonusPayment.State.PAID}
+    assert len(_events(study, "bonus")) == 2
 
 
 def test_block_adds_the_participant_to_the_blocklist_group(
@@ -327,6 +435,49 @@ def test_block_adds_the_participant_to_the_blocklist_group(
     assert connected.groups[GROUP] == {"pid1"}
     assert CrowdWorker.objects.get(pk=worker.pk).blocked
     assert len(_events(study, "block")) == 1
+    services.crowd_worker_unblock(worker=worker, actor=boss)
+    (call,) = connected.calls("DELETE", r"participant-groups/.*")
+    assert (call.path, call.body) == (
+        f"participant-groups/{GROUP}/participants/",
+        {"participant_ids": ["pid1"]},
+    )
+    assert connected.groups[GROUP] == set()
+    assert not CrowdWorker.objects.get(pk=worker.pk).blocked
+    (unblocked,) = _events(study, "unblock")
+    assert unblocked.actor_name == "boss" and unblocked.details == {"reason_was": "Spam"}
+
+
+def test_participants_who_pass_a_qualification_join_its_participant_group(
+    study: Batch, units, connected: FakeProlific, participate
+) -> None:
+    qualification = qualification_create(
+        project=study.project,
+        name="Screen",
+        gold={units[0].pk: services.GoldAnswer("color", ("red",))},
+        min_accuracy=1.0,
+        min_items=1,
+        prolific_group_id="passers1",
+    )
+    batch_qualifications_set(batch=study, qualifications=[qualification])
+    (item,) = qualification.items.all()
+    for pid, words in (("pid1", "red"), ("pid2", "blue")):
+        worker = services.crowd_worker_get_or_create(provider=Provider.PROLIFIC, external_id=pid)
+        qualification_answer_submit(
+            qualification=qualification, worker=worker, item=item, words=words, category="color"
+        )
+    participate(study, "pid1", "sub1")
+    prolific_batch_sync(batch=study)
+    (call,) = connected.calls("POST", r"participant-groups/.*")
+    assert (call.path, call.body) == (
+        "participant-groups/passers1/participants/",
+        {"participant_ids": ["pid1"]},
+    )
+    assert connected.groups["passers1"] == {"pid1"}
+    connected.fail("POST", r"participant-groups/.*", "500", times=3)
+    with pytest.raises(
+        ProviderError, match=r"POST /participant-groups/passers1/participants/ failed after 3 attempts: 500"
+    ):
+        prolific_batch_sync(batch=study)
 
 
 def test_sync_frees_the_slots_of_returned_and_timed_out_submissions(

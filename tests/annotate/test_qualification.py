@@ -17,7 +17,8 @@ from annotate.services.qualifications import (
     qualification_answer_submit,
     qualification_create,
 )
-from runs.models import AuditEvent, Project, Unit
+from runs import services as runs_services
+from runs.models import AuditEvent, DissectionRun, Project, Unit
 from tests.factories import logged_in, run_create, shared_project, staff_user, unit_create
 
 Status = QualificationResult.Status
@@ -195,6 +196,7 @@ def test_bad_qualifications_are_refused(units: list[Unit], make_batch: Callable[
     assert not Qualification.objects.exists()
     q = qualification_create(project=shared_project(), name="q", gold=gold, min_accuracy=0.5, min_items=1)
     mturk = make_batch(publish=False, provider=Provider.MTURK)
+    mturk.mturk_hit_type_id = "TYPE1"  # on MTurk already: its HIT type's requirements are fixed
     with pytest.raises(ReviewError, match="MTurk"):
         batch_qualifications_set(batch=mturk, qualifications=[q])
     assert not mturk.qualifications.exists()
@@ -301,3 +303,132 @@ def test_another_project_sees_nothing(
     assert form.status_code == 400 and not Batch.objects.filter(title="Theirs").exists()
     assert unit.pk
     assert Client().get(f"/qualifications/{qualification.public_id}/").status_code == 302
+
+
+def _bearer(user: Any) -> Client:
+    return Client(
+        headers={"Authorization": f"Bearer {runs_services.api_token_create(user=user, name='t')[1]}"}
+    )
+
+
+def _api_batch(run: DissectionRun, **fields: Any) -> dict[str, Any]:
+    return {
+        "title": "Screened by API",
+        "run": run.pk,
+        "layer": "conv4",
+        "assignments_per_task": 2,
+        "images_per_task": 4,
+        "reward": "0.05",
+        **fields,
+    }
+
+
+def test_a_batch_made_through_the_api_requires_its_qualification(
+    django_user_model: Any,
+    run: DissectionRun,
+    qualification: Qualification,
+    start_worker: Callable[..., Client],
+) -> None:
+    boss = staff_user(django_user_model)
+    api = _bearer(boss)
+    made = api.post(
+        "/api/batches",
+        _api_batch(run, qualifications=[str(qualification.public_id)]),
+        content_type="application/json",
+    )
+    assert made.status_code == 201, made.content
+    assert made.json()["qualifications"] == [str(qualification.public_id)]
+    batch = Batch.objects.get(title="Screened by API")
+    assert list(batch.qualifications.all()) == [qualification]
+    (required,) = AuditEvent.objects.filter(batch_key=batch.public_id, action="qualification")
+    assert (required.actor, required.details["after"]) == (boss, ["Colour screen"])
+    assert api.post(f"/api/batches/{batch.public_id}/publish").json()["state"] == "published"
+
+    failed = start_worker(batch, "pat")
+    _take_test(failed, batch, WRONG)
+    task = batch.tasks.first()
+    assert task is not None
+    assert failed.post(f"/w/task/{task.public_id}/").status_code == 403 and not task.assignments.exists()
+    passed = start_worker(batch, "sam")
+    _take_test(passed, batch, RIGHT)
+    nxt = passed.get(f"/w/{batch.public_id}/next/")
+    assert nxt.status_code == 302 and "/w/task/" in nxt.url
+    assert passed.post(nxt.url).status_code == 302 and task.assignments.count() == 1
+
+    (listed,) = api.get("/api/qualifications").json()["items"]
+    assert (listed["id"], listed["passed"], listed["failed"], listed["pending"], listed["item_count"]) == (
+        str(qualification.public_id),
+        1,
+        1,
+        0,
+        2,
+    )
+    path = f"/api/qualifications/{qualification.public_id}/results"
+    results = api.get(path).json()
+    assert results["count"] == 2
+    assert {(r["worker"]["label"], r["status"], r["correct"]) for r in results["items"]} == {
+        ("pat", "failed", 1),
+        ("sam", "passed", 2),
+    }
+    assert [r["worker"]["label"] for r in api.get(f"{path}?status=failed").json()["items"]] == ["pat"]
+    bad = api.get(f"{path}?status=done")
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("Status: 'done' is not one of pending")
+
+
+def test_the_api_refuses_a_qualification_the_requester_may_not_require(
+    django_user_model: Any, run: DissectionRun, qualification: Qualification
+) -> None:
+    boss = _bearer(staff_user(django_user_model))
+    mturk = boss.post(
+        "/api/batches",
+        _api_batch(run, provider="mturk", qualifications=[str(qualification.public_id)]),
+        content_type="application/json",
+    )
+    assert mturk.status_code == 201, mturk.content  # on MTurk: the test of a QualificationType
+    assert mturk.json()["qualifications"] == [str(qualification.public_id)]
+    outsider_project = Project.objects.create(name="Other lab")
+    outsider = _bearer(staff_user(django_user_model, "outsider", project=outsider_project))
+    theirs = run_create(
+        "other run", project=outsider_project, status=DissectionRun.Status.DONE, layers=["conv4"]
+    )
+    unit_create(theirs, 0)
+    stolen = outsider.post(
+        "/api/batches",
+        _api_batch(theirs, qualifications=[str(qualification.public_id)]),
+        content_type="application/json",
+    )
+    assert stolen.status_code == 404 and stolen.json() == {"detail": "No such qualification."}
+    assert outsider.get("/api/qualifications").json() == {"items": [], "count": 0}
+    hidden = outsider.get(f"/api/qualifications/{qualification.public_id}/results")
+    assert hidden.status_code == 404 and hidden.json() == {"detail": "No such qualification."}
+    assert Client().get("/api/qualifications").status_code == 401
+    assert list(Batch.objects.values_list("provider", flat=True)) == [Provider.MTURK]
+    assert AuditEvent.objects.filter(details__change="require").count() == 1
+
+
+def test_the_form_takes_a_prolific_participant_group(
+    django_user_model: Any, run: Any, units: list[Unit]
+) -> None:
+    boss = logged_in(staff_user(django_user_model))
+    fields = {
+        "name": "Screen",
+        "run": run.pk,
+        "layer": "conv4",
+        "gold": "1; color; red",
+        "min_accuracy_percent": 100,
+        "min_items": 1,
+        "images_per_item": 4,
+    }
+    bad = boss.post("/qualifications/new/", {**fields, "prolific_group_id": "a group; drop"})
+    assert bad.status_code == 400
+    assert (
+        "Prolific participant group id: &#x27;a group; drop&#x27; is not a Prolific id"
+        in bad.content.decode()
+    )
+    assert not Qualification.objects.exists()
+    made = boss.post("/qualifications/new/", {**fields, "prolific_group_id": " 64f0c1a2b3 "})
+    assert made.status_code == 302
+    qualification = Qualification.objects.get()
+    assert qualification.prolific_group_id == "64f0c1a2b3"
+    assert AuditEvent.objects.get(details__change="create").details["prolific_group_id"] == "64f0c1a2b3"
+    assert "<code>64f0c1a2b3</code>" in boss.get(made.url).content.decode()

@@ -74,6 +74,7 @@ def test_the_unit_number_on_the_page_is_tally_csv_s(dissected: DissectionRun, st
     prefix = dissected.report["conv4"].rsplit("/", 1)[0]
     with default_storage.open(f"{prefix}/tally.csv", "rb") as handle:
         tally = list(csv.DictReader(io.StringIO(handle.read().decode())))
+    report = staff_client.get(reverse("runs:media", args=[dissected.report["conv4"]])).getvalue().decode()
     checked = 0
     for unit in Unit.objects.filter(run=dissected).exclude(label="").order_by("-iou")[:3]:
         html = staff_client.get(_url(unit)).content.decode()
@@ -81,8 +82,13 @@ def test_the_unit_number_on_the_page_is_tally_csv_s(dissected: DissectionRun, st
         row = next(row for row in tally if int(row["unit"]) == shown)
         assert (row["label"], float(row["score"])) == (unit.label, pytest.approx(unit.iou, abs=1e-6))
         assert f"channel {unit.channel}" in _text(html) and shown == unit.channel + 1
+        link = f"/runs/{dissected.pk}/layers/conv4/units/{shown}/"
+        assert f'<a href="{link}">unit {shown}</a>' in report, "the report links the unit by its number"
+        response = staff_client.get(link)
+        assert response.status_code == 302 and response["Location"] == _url(unit)
         checked += 1
     assert checked == 3
+    assert staff_client.get(f"/runs/{dissected.pk}/layers/conv4/units/999/").status_code == 404
 
 
 def test_shows_images_concepts_answers_and_consensus(
@@ -113,7 +119,9 @@ def test_shows_images_concepts_answers_and_consensus(
     text = _text(html)
     assert "Unit 8 · channel 7 · layer conv4" in text
     assert "ade20k/a.jpg" in text and "1.2500" in text
-    assert "sky object 0.310 roof-s part 0.289" in text  # every concept's IoU, best first
+    assert "sky object 0.310 roof part 0.289" in text  # every concept's IoU, best first
+    assert "roof-s" not in text  # Broden's scene suffix is the data's tag, not for readers
+    assert "Label roof (part)" in text
     for number in (1, 2, 3, 4):
         assert f'id="image-{number}"' in html
     # alice ticked images 2 and 4; bob 4 (his answer is rejected: listed, not counted).

@@ -4,12 +4,15 @@ units."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.files.storage import default_storage
 from django.db import connection
 from playwright.sync_api import Page, expect
 
@@ -134,6 +137,28 @@ def test_launch_a_run_watch_its_progress_and_label_its_units(
     expect(page.locator("#run-state")).to_have_text("Done")
     expect(page.locator("#run-percent")).to_have_text("100%")
     check_page(page, "run_done")
+
+    # One numbering: the run table's first unit is tally.csv's row of that number, on its unit page and in
+    # the layer's report, whose unit link leads to the same unit page.
+    with default_storage.open(run.report["conv4"].rsplit("/", 1)[0] + "/tally.csv", "rb") as handle:
+        tally = {int(row["unit"]): row for row in csv.DictReader(io.StringIO(handle.read().decode()))}
+    first = page.locator("table.units tbody tr").first
+    link = first.get_by_role("link", name=re.compile(r"^unit \d+$"))
+    number = int(link.inner_text().split()[1])
+    expect(first).to_contain_text(f"channel {number - 1}")
+    expect(first).to_contain_text(re.sub(r"-[cs]$", "", tally[number]["label"]))
+    link.click()
+    page.wait_for_url("**/units/*/")
+    unit_page = page.url
+    expect(page.get_by_role("heading", level=1)).to_contain_text(f"Unit {number} · channel {number - 1}")
+    check_page(page, "run_unit_page_of_tally_row")
+    page.go_back()
+    page.get_by_role("link", name="Report of layer conv4").click()
+    page.wait_for_url("**/report.html")
+    check_page(page, "run_report")
+    page.get_by_role("link", name=f"unit {number}", exact=True).click()
+    page.wait_for_url(unit_page)
+    page.goto(f"/runs/{run.pk}/")
 
     page.get_by_role("button", name="Build the CAM gallery").click()
     expect(page.locator("ul.messages")).to_contain_text("CAM gallery queued")

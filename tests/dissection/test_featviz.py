@@ -52,7 +52,7 @@ def conv4_featviz(
     """`featviz` of conv4's first 16 units at the probe images' size, checked against the dissection; the
     folder and what the command printed."""
     out = tmp_path_factory.mktemp("featviz") / "conv4"
-    args = ["featviz", "--model", "toy", "--weights", str(toy_weights), "--layer", "conv4", "--units", "0-15"]
+    args = ["featviz", "--model", "toy", "--weights", str(toy_weights), "--layer", "conv4", "--units", "1-16"]
     args += ["--steps", "40", "--lr", "0.2", "--size", "64", "--out", str(out)]
     args += ["--dissection", str(conv4_result)]
     printed = io.StringIO()
@@ -185,7 +185,7 @@ def test_cli_probe_set_negative_and_diversity(
     probe_set_dir: Path, toy_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "viz"
-    args = ["featviz", "--model", "toy", "--weights", str(toy_weights), "--layer", "conv4", "--units", "2,5"]
+    args = ["featviz", "--model", "toy", "--weights", str(toy_weights), "--layer", "conv4", "--units", "3,6"]
     args += ["--steps", "3", "--size", "32", "--out", str(out), "--probe-set", str(probe_set_dir)]
     assert main([*args, "--negative", "--diversity", "2", "--seed", "1"]) == 0
     document = json.loads((out / "featviz.json").read_text())
@@ -205,7 +205,12 @@ def test_cli_probe_set_negative_and_diversity(
     ("change", "message"),
     [
         ({"--layer": "conv9"}, "unknown layer 'conv9'"),
-        ({"--units": "0-999"}, "--units 0-999: layer 'conv4' has 128 channels (0-127); 872 asked for"),
+        (
+            {"--units": "0-999"},
+            "--units 0-999: layer 'conv4' has 128 units (1-128); 872 asked for are outside",
+        ),
+        ({"--units": "3,x"}, "--units '3,x': expected units such as 1-16 or 4,8,11-13"),
+        ({"--channels": "0-999"}, "--channels 0-999: layer 'conv4' has 128 channels (0-127); 872 asked for"),
         ({"--units": "3-1"}, "runs backwards"),
         ({"--layer": "fc"}, "layer 'fc' outputs shape (1, 5); dissection needs N x C x H x W"),
         ({"--layer": "output"}, "layer 'output' outputs shape (1, 5); dissection needs N x C x H x W"),
@@ -225,13 +230,15 @@ def test_bad_input_fails_clearly_and_writes_nothing(
         "--model": "toy",
         "--weights": str(toy_weights),
         "--layer": "conv4",
-        "--units": "0-3",
+        "--units": "1-4",
         "--steps": "2",
         "--size": "32",
         "--out": str(tmp_path / "viz"),
         "--dissection": str(conv4_result),
     }
     options.update(change)
+    if "--channels" in change:
+        del options["--units"]  # one of the two
     if change.get("--dissection") == "conv3":
         wrong = json.loads(conv4_result.read_text()) | {"layer": "conv3"}
         options["--dissection"] = str(tmp_path / "result.json")
@@ -254,7 +261,7 @@ def test_torchscript_model_traced_up_to_the_layer(toy_weights: Path, tmp_path: P
     trunk = nn.Sequential(toy.conv1, toy.pool1, toy.conv2, toy.pool2, toy.conv3, toy.conv4).eval()
     path = tmp_path / "trunk.pt"
     torch.jit.save(torch.jit.trace(trunk, torch.rand(1, 3, 32, 32)), str(path))
-    common = ["featviz", "--torchscript", str(path), "--units", "0-1", "--steps", "2", "--size", "32"]
+    common = ["featviz", "--torchscript", str(path), "--channels", "0-1", "--steps", "2", "--size", "32"]
     assert main([*common, "--layer", "output", "--out", str(tmp_path / "viz")]) == 0
     assert len(json.loads((tmp_path / "viz" / "featviz.json").read_text())["images"]) == 2
     with pytest.raises(LayerError, match="a TorchScript model runs no forward hooks"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -71,8 +72,21 @@ def test_cli_run_writes_every_output_and_report_rebuilds(probe_set_dir, toy_weig
         ]
     )
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "conv4:" in printed and "units covering" in printed
+    # One bar per phase, each named by its place among all five, each with one total from start to end.
+    totals: dict[str, set[str]] = {}
+    for name, total in re.findall(r"(\d/\d [a-z]+(?: conv\d)?): .*?\| *\d+/(\d+)", captured.err):
+        totals.setdefault(name, set()).add(total)
+    assert list(totals) == [
+        "1/5 scan",
+        "2/5 tally conv3",
+        "3/5 report conv3",
+        "4/5 tally conv4",
+        "5/5 report conv4",
+    ]
+    assert all(len(seen) == 1 for seen in totals.values()), totals
     assert sorted(p.name for p in out.iterdir()) == ["conv3", "conv4"]  # no work folder left behind
     layer = out / "conv4"
     document = json.loads((layer / "result.json").read_text())

@@ -73,6 +73,8 @@ def test_explanations_carry_labels_and_read_like_the_talk() -> None:
     assert text == f"cafeteria {explanation.probability:.2f}: {expected}"
     handmade = Explanation(4, 2.0, 0.9, 0.1, [UnitContribution(21, 1.0, 1.0, 1.0, UnitLabel("face"))])
     assert handmade.summary("Cafeteria") == "Cafeteria 0.90: unit 22 face"
+    broden = Explanation(4, 2.0, 0.9, 0.1, [UnitContribution(97, 1.0, 1.0, 1.0, UnitLabel("white-c"))])
+    assert broden.summary("Cafeteria") == "Cafeteria 0.90: unit 98 white"  # no Broden suffix
 
 
 def test_upsample_is_bilinear_with_half_pixel_centres() -> None:

@@ -51,6 +51,8 @@ ENDPOINTS = [
     ("post", "/api/assignments/{assignment}/reject"),
     ("post", "/api/assignments/{assignment}/bonus"),
     ("post", "/api/assignments/{assignment}/block"),
+    ("get", "/api/qualifications"),
+    ("get", "/api/qualifications/{qualification}/results"),
 ]
 
 
@@ -169,6 +171,7 @@ def test_every_endpoint_answers_401_without_a_live_token(
     ids |= {
         "batch": "0" * 8 + "-0000-0000-0000-" + "0" * 12,
         "assignment": "1" * 8 + "-0000-0000-0000-" + "0" * 12,
+        "qualification": "2" * 8 + "-0000-0000-0000-" + "0" * 12,
     }
     for who, client in refused.items():
         for method, path in ENDPOINTS:
@@ -295,7 +298,7 @@ def test_a_bad_launch_is_400_with_the_pages_message_and_stores_nothing(api: Clie
     assert page.status_code == 400 and "has no layer &#x27;conv9&#x27;" in page.content.decode()
     malformed = api.post("/api/runs", {"name": "x", "network": "toy"}, content_type="application/json")
     assert malformed.status_code == 422
-    assert "network" in malformed.json()["detail"] and "probe_set" in malformed.json()["detail"]
+    assert "network" in malformed.json()["detail"] and "layers" in malformed.json()["detail"]
     assert api.post("/api/runs", "not json", content_type="application/json").status_code in (400, 422)
     assert list(DissectionRun.objects.values_list("name", flat=True)) == ["taken"]
     assert not Shard.objects.exists()
@@ -394,7 +397,8 @@ def test_the_openapi_schema_lists_every_endpoint(db: None) -> None:
             .replace("{probe_set}", "{probe_set_id}")
             .replace("{run}", "{run_id}")
             .replace("{batch}", "{batch_id}")
-            .replace("{assignment}", "{assignment_id}"),
+            .replace("{assignment}", "{assignment_id}")
+            .replace("{qualification}", "{qualification_id}"),
         )
         for method, path in ENDPOINTS
     }

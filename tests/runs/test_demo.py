@@ -16,7 +16,8 @@ from annotate.demo import DEMO_BATCH, DEMO_SIMULATED_ANSWERS, DEMO_VERIFICATION
 from annotate.models import Annotation, Batch
 from annotate.services.comparison import comparison_figures
 from runs import demo as runs_demo
-from runs.models import DissectionRun, Network, ProbeSet, Unit, UnitImage
+from runs.models import AuditEvent, DissectionRun, Network, ProbeSet, Unit, UnitImage
+from tests.factories import logged_in
 
 pytestmark = [pytest.mark.slow]
 
@@ -78,6 +79,18 @@ def test_demo_dissects_through_the_in_process_worker_and_publishes_a_batch(
         assert f"/batches/{batch.public_id}/comparison/" in out.getvalue()
     user = django_user_model.objects.get(username="requester")
     assert user.is_staff and user.check_password("demo-secret-42")
+    trail = AuditEvent.objects.filter(batch_key=batch.public_id)
+    assert sorted(trail.values_list("action", flat=True)) == sorted(
+        ["publish", "qualification", *["approve"] * demo.DEMO_APPROVED, "bonus"]
+    ), "the second call decided nothing again"
+    assert set(trail.values_list("actor_name", flat=True)) == {"requester"}
+    (qualification,) = batch.qualifications.all()
+    assert sorted(qualification.results.values_list("status", flat=True)) == ["failed", "passed"]
+    page = logged_in(user).get(f"/batches/{batch.public_id}/").content.decode()
+    assert 'id="audit-trail"' in page and "Approve" in page and "Bonus" in page
+    assert qualification.name in page
+    for status in ("Passed", "Failed"):
+        assert f'class="qualification-{status.lower()}">{status}<' in page
 
 
 def test_serve_demo_starts_the_worker_then_the_server(

@@ -353,3 +353,22 @@ def test_the_register_form_takes_a_segmenter_with_its_concepts_file(
     network = Network.objects.get(name="seg")
     assert network.status == "ready", network.error
     assert network.kind == "segmenter" and [c["name"] for c in network.concepts] == ["nothing", "tree"]
+
+
+def test_a_generator_run_is_launched_through_the_api_with_the_forms_checks(
+    pair: tuple[Network, Network], django_user_model: Any
+) -> None:
+    generator, segmenter = pair
+    key = runs.api_token_create(user=staff_user(django_user_model), name="t")[1]
+    api = Client(headers={"Authorization": f"Bearer {key}"})
+    payload = {"name": "api gan", "network": generator.pk, "layers": ["0"], "samples": SAMPLES, "seed": SEED}
+
+    missing = api.post("/api/runs", payload, content_type="application/json")
+    assert missing.status_code == 400 and "segmenter" in missing.json()["detail"].lower(), missing.json()
+    response = api.post("/api/runs", {**payload, "segmenter": segmenter.pk}, content_type="application/json")
+
+    assert response.status_code == 201, response.content
+    run = DissectionRun.objects.get(name="api gan")
+    assert (run.network, run.segmenter, run.probe_set) == (generator, segmenter, None)
+    assert (run.samples, run.seed, run.layers) == (SAMPLES, SEED, ["0"])
+    assert DissectionRun.objects.count() == 1

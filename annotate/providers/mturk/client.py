@@ -7,6 +7,11 @@ hands out the assignment slots (MaxAssignments), our task page stores the answer
 `<turkSubmitTo>/mturk/externalSubmit`. The ids on our task page's URL can be typed by anyone, so an
 assignment counts only once MTurk's own record of it (GetAssignment, ListAssignmentsForHIT) names the same
 worker and HIT; MTurk keeps such a record only from the worker's submit there on.
+
+A batch that requires qualifications gets, per qualification, an MTurk QualificationType whose test is the
+qualification's gold units (`screening`; made once, its id kept on the qualification) and a requirement on
+its HIT type: only a worker whose score reaches the accuracy threshold may accept its HITs.
+`qualification_scores` reads the scores back for the batch sync.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from xml.sax.saxutils import escape
 from django.conf import settings
 from django.urls import reverse
 
-from annotate.providers.base import CrowdProvider, ProviderError, RemoteAssignment
+from annotate.providers.base import CrowdProvider, ProviderError, RemoteAssignment, Reply
+from annotate.providers.mturk import screening
 
 if TYPE_CHECKING:
-    from annotate.models import Assignment, Batch, CrowdWorker, Task
+    from annotate.models import Assignment, Batch, CrowdWorker, Qualification, Task
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +114,37 @@ class MTurkProvider(CrowdProvider):
         external_question(settings.SITE_URL.rstrip("/") + "/")
         if batch.reward <= 0:
             raise ProviderError("an MTurk batch needs a reward above 0.00 USD")
+        for qualification in batch.qualifications.order_by("name"):
+            problem = screening.screening_problem(qualification)
+            if problem:
+                raise ProviderError(problem)
 
-    def publish(self, batch: Batch) -> None:
+    def publish(self, batch: Batch) -> Reply:
+        """Returns the QualificationTypes the HIT type requires ({qualification name: type id}; None when it
+        requires none), for the audit trail."""
         self.check_publishable(batch)
+        required = list(batch.qualifications.order_by("name"))
+        type_ids = {q.pk: self.qualification_type_ensure(q) for q in required}
         if not batch.mturk_hit_type_id:
-            response = _call(
-                self.client,
-                "create_hit_type",
-                AutoApprovalDelayInSeconds=3 * 24 * 3600,
-                AssignmentDurationInSeconds=int(batch.assignment_duration.total_seconds()),
-                Reward=f"{batch.reward:.2f}",
-                Title=batch.title[:128],
-                Keywords="image, labeling, neural network, concept",
-                Description=(batch.instructions or batch.title)[:2000],
-            )
+            params: dict[str, Any] = {
+                "AutoApprovalDelayInSeconds": 3 * 24 * 3600,
+                "AssignmentDurationInSeconds": int(batch.assignment_duration.total_seconds()),
+                "Reward": f"{batch.reward:.2f}",
+                "Title": batch.title[:128],
+                "Keywords": "image, labeling, neural network, concept",
+                "Description": (batch.instructions or batch.title)[:2000],
+            }
+            if required:
+                params["QualificationRequirements"] = [
+                    {
+                        "QualificationTypeId": type_ids[q.pk],
+                        "Comparator": "GreaterThanOrEqualTo",
+                        "IntegerValues": [screening.required_score(q)],
+                        "ActionsGuarded": "Accept",
+                    }
+                    for q in required
+                ]
+            response = _call(self.client, "create_hit_type", **params)
             batch.mturk_hit_type_id = response["HITTypeId"]
             batch.save(update_fields=["mturk_hit_type_id", "updated_at"])
         remaining = batch.expires_at - datetime.now(UTC) if batch.expires_at else batch.lifetime
@@ -131,6 +154,75 @@ class MTurkProvider(CrowdProvider):
             task.save(update_fields=["mturk_hit_id"])
         if batch.published_at is not None:
             self._set_expiration(batch, batch.expires_at)
+        return {"qualification_types": {q.name: type_ids[q.pk] for q in required}} if required else None
+
+    def qualification_type_ensure(self, qualification: Qualification) -> str:
+        """The id of `qualification`'s QualificationType, made on first need (Active, scored by its test,
+        never granted without it). A retry after a create whose answer was lost finds the type by its name,
+        which MTurk keeps unique per requester."""
+        if qualification.mturk_qualification_type_id:
+            return qualification.mturk_qualification_type_id
+        name = screening.type_name(qualification)
+        try:
+            response = _call(
+                self.client,
+                "create_qualification_type",
+                Name=name,
+                Keywords="screening, image, concept",
+                Description=(
+                    f"A short test before the tasks that require it: say which category each of "
+                    f"{qualification.items.count()} image sets shares."
+                ),
+                QualificationTypeStatus="Active",
+                RetryDelayInSeconds=screening.RETRY_DELAY_SECONDS,
+                Test=screening.question_form(qualification),
+                AnswerKey=screening.answer_key(qualification),
+                TestDurationInSeconds=screening.duration_seconds(qualification),
+                AutoGranted=False,
+            )
+            type_id = str(response["QualificationType"]["QualificationTypeId"])
+        except ProviderError:
+            found = self._find_qualification_type(name)
+            if found is None:
+                raise
+            type_id = found
+        qualification.mturk_qualification_type_id = type_id
+        qualification.save(update_fields=["mturk_qualification_type_id"])
+        return type_id
+
+    def _find_qualification_type(self, name: str) -> str | None:
+        params: dict[str, Any] = {
+            "Query": name,
+            "MustBeRequestable": False,
+            "MustBeOwnedByCaller": True,
+            "MaxResults": 100,
+        }
+        while True:
+            page = _call(self.client, "list_qualification_types", **params)
+            for found in page.get("QualificationTypes", []):
+                if found.get("Name") == name:
+                    return str(found["QualificationTypeId"])
+            if not page.get("NextToken") or not page.get("QualificationTypes"):
+                return None
+            params["NextToken"] = page["NextToken"]
+
+    def qualification_scores(self, type_id: str) -> dict[str, tuple[int | None, datetime | None]]:
+        """{MTurk worker id: (score, when granted)} of every worker MTurk holds a score of `type_id` for; a
+        revoked one counts as no score (None)."""
+        params: dict[str, Any] = {"QualificationTypeId": type_id, "MaxResults": 100}
+        scores: dict[str, tuple[int | None, datetime | None]] = {}
+        while True:
+            page = _call(self.client, "list_workers_with_qualification_type", **params)
+            for found in page.get("Qualifications", []):
+                granted = found.get("Status", "Granted") == "Granted"
+                value = found.get("IntegerValue")
+                scores[str(found["WorkerId"])] = (
+                    int(value) if granted and value is not None else None,
+                    found.get("GrantTime"),
+                )
+            if not page.get("NextToken") or not page.get("Qualifications"):
+                return scores
+            params["NextToken"] = page["NextToken"]
 
     def _create_hit(self, batch: Batch, task: Task, lifetime: int) -> str:
         try:

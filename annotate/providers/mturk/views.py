@@ -13,13 +13,14 @@ import re
 from dataclasses import dataclass
 
 from django.core import signing
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import (
     require_http_methods,
     require_POST,
+    require_safe,
 )
 
 from annotate import selectors, services
@@ -27,8 +28,11 @@ from annotate.errors import AnnotateError
 from annotate.forms import (
     answer_form,
 )
-from annotate.models import Assignment, Provider, Task
+from annotate.models import Assignment, Provider, QualificationItem, Task
 from annotate.providers.mturk import client as mturk_client
+from annotate.providers.mturk import screening
+from annotate.selectors.qualifications import qualification_item_image
+from annotate.views.images import unit_image_response
 from annotate.views.worker import slot_take_throttled, task_context, too_many_requests, worker_error
 
 MTURK_TOKEN_SALT = "annotate.mturk.assignment"
@@ -166,3 +170,19 @@ def mturk_submit(request: HttpRequest, task_id: str) -> HttpResponse:
             },
         )
     )
+
+
+@require_safe
+def mturk_screening_image(request: HttpRequest, qualification_id: str, token: str) -> FileResponse:
+    """An image of an MTurk qualification test, under a name signed for that qualification (MTurk's test
+    page loads it from the worker's browser, without our cookies); a forged or foreign name is a 404."""
+    named = screening.screening_image_unsign(qualification_id, token)
+    if named is None:
+        raise Http404("No such image.")
+    item_id, rank = named
+    item = get_object_or_404(
+        QualificationItem.objects.select_related("qualification", "unit"),
+        public_id=item_id,
+        qualification__public_id=qualification_id,
+    )
+    return unit_image_response(qualification_item_image(item=item, rank=rank))

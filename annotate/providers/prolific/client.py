@@ -22,10 +22,18 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.db import transaction
 from django.urls import reverse
 
 from annotate.models import BonusPayment
-from annotate.providers.base import BulkApproval, CrowdProvider, ProviderError, RemoteAssignment, Reply
+from annotate.providers.base import (
+    BulkApproval,
+    BulkBonus,
+    CrowdProvider,
+    ProviderError,
+    RemoteAssignment,
+    Reply,
+)
 from annotate.providers.prolific.api import ProlificAPI, ProlificError, Retry
 
 if TYPE_CHECKING:
@@ -307,6 +315,74 @@ class ProlificProvider(CrowdProvider):
                 "send the bonus again later and unitscope asks Prolific whether it arrived"
             ) from exc
 
+    def bonus_many(self, assignments: Sequence[Assignment], amount: Decimal, reason: str) -> BulkBonus | None:
+        """One bonus set-up (a line per submission) and one pay call for many assignments of one study.
+
+        A submission appears once in a set-up, so a participant's second answer goes in the next round. The
+        records move pending → paying in one locked step after the set-up and before the pay call, and only
+        when every one of the round is still pending (else another request is paying some: nothing is paid).
+        A refused pay call puts the round back to pending; one without an answer leaves it paying, so a
+        later bonus of each asks Prolific whether it arrived, and stops the rounds after it.
+        """
+        if not self.connected:
+            return None
+        outcome = BulkBonus()
+        waiting: list[Assignment] = []
+        for assignment in assignments:
+            if assignment.prolific_session_id:
+                waiting.append(assignment)
+            else:
+                outcome.refused[assignment.pk] = "it has no Prolific submission id (SESSION_ID)"
+        while waiting:
+            sessions: set[str] = set()
+            round_: list[Assignment] = []
+            later: list[Assignment] = []
+            for assignment in waiting:
+                target = later if assignment.prolific_session_id in sessions else round_
+                target.append(assignment)
+                sessions.add(assignment.prolific_session_id)
+            waiting = later
+            try:
+                reply = self._bonus_round(round_, amount)
+            except ProviderError as exc:
+                for assignment in (*round_, *waiting):
+                    outcome.refused[assignment.pk] = str(exc)
+                return outcome
+            outcome.paid.update((a.pk, reply) for a in round_)
+        return outcome
+
+    def _bonus_round(self, assignments: list[Assignment], amount: Decimal) -> Reply:
+        State = BonusPayment.State
+        study_id = assignments[0].task.batch.prolific_study_id
+        lines = "\n".join(f"{a.prolific_session_id},{amount:.2f}" for a in assignments)
+        setup = self.api.call(
+            "POST", "submissions/bonus-payments/", {"study_id": study_id, "csv_bonuses": lines}
+        )
+        if not isinstance(setup, dict) or not setup.get("id"):
+            raise ProviderError(
+                f"Prolific POST /submissions/bonus-payments/ answered without an id: {setup!r:.200}"
+            )
+        ref = str(setup["id"])
+        records = BonusPayment.objects.filter(assignment__in=assignments)
+        with transaction.atomic():
+            pending = list(records.select_for_update().filter(state=State.PENDING))
+            if len(pending) != len(assignments):
+                raise ProviderError(
+                    "some of these bonuses are being paid by another request; nothing was paid, reload the "
+                    "page in a moment"
+                )
+            records.update(state=State.PAYING, provider_ref=ref)
+        try:
+            return self.api.call("POST", f"bulk-bonus-payments/{ref}/pay/", {}, retry=Retry.RATE_LIMIT)
+        except ProlificError as exc:
+            if not exc.ambiguous:
+                records.update(state=State.PENDING, provider_ref="")
+                raise
+            raise ProviderError(
+                f"{exc}. The pay call may have gone through, so it is never sent again: send each bonus "
+                "again later and unitscope asks Prolific whether it arrived"
+            ) from exc
+
     def _bonus_arrived(self, payment: BonusPayment, submission: str) -> Reply:
         """After a pay call without an answer: whether Prolific lists the bonus on the submission (in cents,
         counting the bonuses of the same amount already recorded for the participant's other answers)."""
@@ -333,13 +409,20 @@ class ProlificProvider(CrowdProvider):
             {"participant_ids": [worker.external_id]},
         )
 
-    def unblock(self, worker: CrowdWorker) -> None:
-        if self.connected:
-            self.api.call(
-                "DELETE",
-                f"participant-groups/{_blocklist()}/participants/",
-                {"participant_ids": [worker.external_id]},
-            )
+    def unblock(self, worker: CrowdWorker) -> Reply:
+        if not self.connected:
+            return None
+        return self.api.call(
+            "DELETE",
+            f"participant-groups/{_blocklist()}/participants/",
+            {"participant_ids": [worker.external_id]},
+        )
+
+    def group_add(self, group_id: str, participant_ids: Sequence[str]) -> Reply:
+        """Add participants to a participant group (adding a member again changes nothing)."""
+        return self.api.call(
+            "POST", f"participant-groups/{group_id}/participants/", {"participant_ids": list(participant_ids)}
+        )
 
     def submissions(self, study_id: str) -> list[dict[str, Any]]:
         """Every submission of the study, page by page."""
