@@ -188,7 +188,8 @@ def compare_html(document: dict[str, Any], runs: Sequence[LoadedRun]) -> str:
     """The page for a compare.json document (see the module docstring)."""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Comparison of dissections</title>'
-        f"<style>{_CSS}</style></head><body>{compare_body(document, runs)}</body></html>"
+        f'<link rel="icon" href="data:,"><style>{_CSS}</style></head>'
+        f"<body>{compare_body(document, runs)}</body></html>"
     )
 
 

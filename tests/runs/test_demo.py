@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import shutil
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -94,16 +97,31 @@ def test_demo_dissects_through_the_in_process_worker_and_publishes_a_batch(
 
 
 def test_serve_demo_starts_the_worker_then_the_server(
-    shared_db: str, demo_cache: Path, monkeypatch: pytest.MonkeyPatch
+    shared_db: str, monkeypatch: pytest.MonkeyPatch, django_user_model
 ) -> None:
+    """The wiring: the worker thread runs before the demo is built (it dissects through it) and while the
+    server runs. The build itself is the test above's; here a stand-in returns content made by hand."""
     from annotate.management.commands import serve_demo
     from workers import inprocess
 
-    calls = []
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setenv("DEMO_PASSWORD", "demo-secret-42")
+
+    def build(*, password: str, progress: object) -> demo.DemoContent:
+        calls.append(("build", list(inprocess._running)))
+        user = django_user_model.objects.create_user("requester", password=password)
+        return demo.DemoContent(
+            user=user,
+            username="requester",
+            password=password,
+            batch=SimpleNamespace(public_id=uuid.uuid4()),  # type: ignore[arg-type]
+            run=SimpleNamespace(pk=1),  # type: ignore[arg-type]
+        )
 
     def runserver(*args: object, **kwargs: object) -> None:
         calls.append((args, kwargs, list(inprocess._running)))
 
+    monkeypatch.setattr(serve_demo, "demo_content_build", build)
     monkeypatch.setattr(serve_demo, "call_command", runserver)
     out = io.StringIO()
     started = []
@@ -112,6 +130,7 @@ def test_serve_demo_starts_the_worker_then_the_server(
     assert [user.username for user in started] == ["requester"]  # the slow extras go on in the background
     assert "http://127.0.0.1:8123/w/" in out.getvalue() and "password demo-secret-42" in out.getvalue()
     assert "worker thread" in out.getvalue()
-    [(args, kwargs, running)] = calls
-    assert args == ("runserver", "127.0.0.1:8123") and kwargs == {"use_reloader": False} and len(running) == 1
+    [(step, building), (args, kwargs, running)] = calls
+    assert step == "build" and len(building) == 1 and running == building
+    assert args == ("runserver", "127.0.0.1:8123") and kwargs == {"use_reloader": False}
     assert inprocess._running == []
