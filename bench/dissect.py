@@ -7,7 +7,10 @@ work, writing), interleaved and repeated; the best of each is reported, since ot
   cache, thresholds, tally, labels, result.json, tally.csv, maps.npy, strips and report.html);
 - **forward**: this script as a child that imports the same modules, reads the same probe set, decodes every
   image with the same DataLoader workers and batch size, normalizes, and runs the same model's whole forward
-  (as `run` does: its hook reads layer4 while the head runs too, under 1 % of the cost) keeping nothing;
+  (as `run` does: its hook reads layer4 while the head runs too, under 1 % of the cost) keeping nothing. It is
+  the obvious script, as a user would write it: the model as built (`run` folds each batch norm into its
+  convolution and runs channels-last, `dissection.sources.ModelActivations`) and the interpreter's own exit
+  (`run` freezes its objects out of the final collections, `dissection.__main__`);
 - **engine**: this script as a child running scan + thresholds + tally + labels in process; it reports the
   seconds of that work alone (no imports, no writing), beside the forward child's own loop seconds.
 

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +36,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
+    """Run a command; `own_process`: the CLI is the whole process (`python -m dissection`), so a handler may
+    tune the process's garbage collector (`_importing`)."""
     args = build_parser().parse_args(argv)
+    args.own_process = own_process
     try:
         return int(args.handler(args) or 0)
     except DissectionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+@contextmanager
+def _importing(own_process: bool) -> Iterator[None]:
+    """Around a handler's imports of torch and torchvision, when the CLI is the whole process: they make
+    about a million objects that live as long as the process, which the collector would walk over and over
+    while they are made (and again in every full collection after, and at exit); collection is paused
+    meanwhile, and then they are frozen out of it."""
+    if not own_process:
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -183,12 +206,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    with _importing(args.own_process):
+        from tqdm import tqdm
 
-    from dissection.errors import ModelError
-    from dissection.networks import load_model
-    from dissection.pipeline import dissect
-    from dissection.results import summary_line
+        from dissection.errors import ModelError
+        from dissection.networks import load_model
+        from dissection.pipeline import dissect
+        from dissection.results import summary_line
 
     if args.weights and not args.model:
         raise ModelError("--weights needs --model ARCH")

@@ -16,6 +16,7 @@ from torch import nn
 from dissection.broden import ProbeSet
 from dissection.data import image_batches
 from dissection.errors import DissectionError, LayerError, ModelError
+from dissection.fold import fold_batchnorm
 from dissection.hooks import capture_outputs, resolve_layer, with_output_layer
 from dissection.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from dissection.tokens import TokenLayout, TokenRule, parse_rule
@@ -39,11 +40,13 @@ class ModelActivations:
     `tokens` is the rule that reads a transformer layer's output as N x C x H x W (`dissection.tokens`);
     `layouts` records, per layer, how it was read (which tokens were dropped).
 
-    A model with 2-d convolutions runs channels-last, weights and input alike: the decoded images already
-    lie in memory that way, and convolutions whose weights share their input's layout skip a reorder per
-    call (on the CPU and on GPUs). The captured outputs are copied to the usual layout, so nothing downstream
-    sees a difference beyond float rounding. A model whose forward cannot take channels-last tensors (a
-    `.view` on a feature map) fails on its first batch and is then run in the contiguous layout instead.
+    The forward runs a copy of the model with each batch norm folded into the convolution before it, where
+    no layer being read can tell (`dissection.fold`); the caller's model keeps its own modules. A model with
+    2-d convolutions runs channels-last, weights and input alike: the decoded images already lie in memory
+    that way, and convolutions whose weights share their input's layout skip a reorder per call (on the CPU
+    and on GPUs). The captured outputs are copied to the usual layout, so nothing downstream sees a
+    difference beyond float rounding. A model whose forward cannot take channels-last tensors (a `.view` on
+    a feature map) fails on its first batch and is then run in the contiguous layout instead.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class ModelActivations:
         model = with_output_layer(model, layers)
         for layer in layers:
             resolve_layer(model, layer)
+        model = fold_batchnorm(model.eval(), keep=layers)
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.layers = tuple(layers)

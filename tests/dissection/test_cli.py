@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,20 @@ def test_help_does_not_import_torch(command: list[str]) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in lines}
     assert "dissection.cli" in imported
     assert not {name for name in imported if name.split(".")[0] in {"torch", "torchvision"}}
+
+
+def test_the_cli_as_its_own_process_freezes_its_imports_out_of_the_collector() -> None:
+    from dissection.cli import _importing
+
+    frozen = gc.get_freeze_count()
+    with _importing(False):
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
+    try:
+        with _importing(True):
+            assert not gc.isenabled()
+            made = [[] for _ in range(1000)]
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + len(made)
+    finally:
+        gc.unfreeze()
