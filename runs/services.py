@@ -554,8 +554,14 @@ def _lock_run(run_id: int) -> DissectionRun:
 
 
 def _enqueue(shard_ids: Sequence[int]) -> bool:
-    """Queue the shards and note when the broker took each; False when it could not take them all."""
-    sent = [shard_id for shard_id in shard_ids if task_send("dissect_shard", shard_id)]
+    """Queue the shards and note when the broker took each; False when it could not take them all. The
+    first refusal ends it: each send to a broker that is down waits out its connection retries (seconds on a
+    launch form), and the sweep queues whatever was left once the broker is back."""
+    sent = []
+    for shard_id in shard_ids:
+        if not task_send("dissect_shard", shard_id):
+            break
+        sent.append(shard_id)
     Shard.objects.filter(pk__in=sent).update(queued_at=timezone.now())
     return len(sent) == len(shard_ids)
 

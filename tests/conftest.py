@@ -3,8 +3,8 @@
 Both are built once per test run: under pytest-xdist the first process to need one builds it into the run's
 shared temporary folder (under a file lock) and the others reuse it. The probe set has 160 images of 64 px
 (masks 32 px) in the Broden format with boxes.csv and classes.txt (see `dissection.synth`); the toy checkpoint
-(`dissection.networks.toy_checkpoint`) is trained on it for 40 epochs (~20 s on one core), enough to classify
-the main object well above chance and to grow detector units in conv3/conv4. Load it with
+(`dissection.networks.toy_checkpoint`) is trained on it for 40 epochs on two threads (~25 s), enough to
+classify the main object well above chance and to grow detector units in conv3/conv4. Load it with
 `dissection.networks.load_model("toy", weights=toy_weights)`.
 """
 
@@ -21,6 +21,22 @@ from filelock import FileLock
 PROBE_IMAGES = 160
 PROBE_SIZE = 64
 TOY_EPOCHS = 40
+TOY_THREADS = 2
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, give each test process's torch its share of the cores (and the subprocesses it
+    starts, through OMP_NUM_THREADS). Torch's default of one intra-op thread per core in every process
+    oversubscribes the CPU, and its spinning threads then train the toy network four times slower."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if not workers or os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
@@ -53,13 +69,22 @@ def probe_set_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def toy_weights(probe_set_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of a toy checkpoint trained on `probe_set_dir` (a shortened, deterministic schedule)."""
+    import torch
+
     from dissection.train import train_toy
 
-    return shared_build(
-        tmp_path_factory,
-        "toy",
-        lambda folder: train_toy(probe_set_dir, folder / "toy.pt", seed=0, epochs=TOY_EPOCHS, progress=False),
-    )
+    def build(folder: Path) -> Path:
+        # Training sums gradients in an order that depends on torch's thread count: always TOY_THREADS, so
+        # that every process and machine (and CI's two cores, on which the tests' expectations were set)
+        # trains the same weights, whatever share of the cores the process was given.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(TOY_THREADS)
+        try:
+            return train_toy(probe_set_dir, folder / "toy.pt", seed=0, epochs=TOY_EPOCHS, progress=False)
+        finally:
+            torch.set_num_threads(threads)
+
+    return shared_build(tmp_path_factory, "toy", build)
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -16,55 +15,15 @@ from annotate import services
 from annotate.models import Annotation, Assignment, Batch, CrowdWorker, Provider
 from annotate.providers import ProviderError
 from annotate.providers.mturk import client as mturk
+from tests.annotate.mturk_stubs import expect_publish, hit_answer
 
 Status = Assignment.Status
-XSD = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2006-07-14/ExternalQuestion.xsd"
-
-
-def _hit(hit_id: str) -> dict[str, Any]:
-    return {"HIT": {"HITId": hit_id, "HITTypeId": "TYPE1"}}
-
-
-def _expect_publish(stub: Stubber, batch: Batch) -> list[str]:
-    stub.add_response(
-        "create_hit_type",
-        {"HITTypeId": "TYPE1"},
-        {
-            "AutoApprovalDelayInSeconds": ANY,
-            "AssignmentDurationInSeconds": 600,
-            "Reward": "0.10",
-            "Title": batch.title,
-            "Keywords": ANY,
-            "Description": ANY,
-        },
-    )
-    ids = []
-    for task in batch.tasks.order_by("position"):
-        hit_id = f"HIT{task.position}"
-        question = (
-            f'<ExternalQuestion xmlns="{XSD}"><ExternalURL>https://annotate.example.org/mturk/task/'
-            f"{task.public_id}/</ExternalURL><FrameHeight>0</FrameHeight></ExternalQuestion>"
-        )
-        stub.add_response(
-            "create_hit_with_hit_type",
-            _hit(hit_id),
-            {
-                "HITTypeId": "TYPE1",
-                "MaxAssignments": 2,
-                "LifetimeInSeconds": ANY,
-                "Question": question,
-                "RequesterAnnotation": str(task.public_id),
-                "UniqueRequestToken": task.public_id.hex,
-            },
-        )
-        ids.append(hit_id)
-    return ids
 
 
 @pytest.fixture
 def mturk_batch(make_batch, stub: Stubber) -> Batch:
     batch = make_batch(provider=Provider.MTURK, publish=False)
-    _expect_publish(stub, batch)
+    expect_publish(stub, batch)
     services.batch_publish(batch=batch)
     return batch
 
@@ -79,7 +38,7 @@ def test_retried_publish_never_makes_a_second_hit(make_batch, stub: Stubber) -> 
     batch = make_batch(provider=Provider.MTURK, publish=False)
     tasks = list(batch.tasks.order_by("position"))
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
-    stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
+    stub.add_response("create_hit_with_hit_type", hit_answer("HIT0"))
     stub.add_client_error("create_hit_with_hit_type", "ServiceFault", "network went away")
     stub.add_response("list_hits", {"HITs": [], "NumResults": 0})
     with pytest.raises(ProviderError, match="network went away"):
@@ -111,7 +70,7 @@ def test_retried_publish_never_makes_a_second_hit(make_batch, stub: Stubber) -> 
         {"HITs": [{"HITId": "HIT1", "RequesterAnnotation": str(tasks[1].public_id)}]},
         {"MaxResults": 100, "NextToken": "p2"},
     )
-    stub.add_response("create_hit_with_hit_type", _hit("HIT2"))
+    stub.add_response("create_hit_with_hit_type", hit_answer("HIT2"))
     services.batch_publish(batch=batch)
     assert list(batch.tasks.values_list("mturk_hit_id", flat=True)) == ["HIT0", "HIT1", "HIT2"]
 
@@ -378,7 +337,7 @@ def test_auto_rejected_gold_is_pushed_to_mturk_on_sync(make_batch, units, stub: 
         gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))},
     )
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
-    stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
+    stub.add_response("create_hit_with_hit_type", hit_answer("HIT0"))
     services.batch_publish(batch=batch)
     assignment = _submitted(batch, "ASG1", "WKR1", answer_words="dots", stub=stub)
     # unconfirmed: not scored at submit; MTurk's record (the sync) scores and rejects it
@@ -440,7 +399,7 @@ def test_failing_gold_blocks_the_worker_on_mturk(make_batch, units, stub: Stubbe
         gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))},
     )
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
-    stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
+    stub.add_response("create_hit_with_hit_type", hit_answer("HIT0"))
     services.batch_publish(batch=batch)
     _confirmed(stub, "ASG1", "WKR1")
     stub.add_response("create_worker_block", {}, {"WorkerId": "WKR1", "Reason": ANY})
@@ -462,7 +421,7 @@ def test_block_failing_at_mturk_still_blocks_here_and_keeps_the_answer(
         gold={units[0].pk: services.GoldAnswer("texture", ("stripes",))},
     )
     stub.add_response("create_hit_type", {"HITTypeId": "TYPE1"})
-    stub.add_response("create_hit_with_hit_type", _hit("HIT0"))
+    stub.add_response("create_hit_with_hit_type", hit_answer("HIT0"))
     services.batch_publish(batch=batch)
     _confirmed(stub, "ASG1", "WKR1")
     stub.add_client_error("create_worker_block", "ServiceFault", "try later")

@@ -22,6 +22,7 @@ from annotate.providers.mturk import screening
 from annotate.selectors.qualifications import qualification_results
 from annotate.services.qualifications import batch_qualifications_set, qualification_create
 from runs.models import AuditEvent, Unit
+from tests.annotate.mturk_stubs import expect_publish
 from tests.factories import logged_in, shared_project, staff_user
 
 Status = QualificationResult.Status
@@ -46,35 +47,6 @@ def qualification(units: list[Unit]) -> Qualification:
         min_items=2,
         images_per_item=3,
     )
-
-
-def _expect_publish(stub: Stubber, batch: Batch, requirements: list[dict[str, Any]]) -> None:
-    stub.add_response(
-        "create_hit_type",
-        {"HITTypeId": "TYPE1"},
-        {
-            "AutoApprovalDelayInSeconds": ANY,
-            "AssignmentDurationInSeconds": 600,
-            "Reward": "0.10",
-            "Title": batch.title,
-            "Keywords": ANY,
-            "Description": ANY,
-            "QualificationRequirements": requirements,
-        },
-    )
-    for task in batch.tasks.order_by("position"):
-        stub.add_response(
-            "create_hit_with_hit_type",
-            {"HIT": {"HITId": f"HIT{task.position}", "HITTypeId": "TYPE1"}},
-            {
-                "HITTypeId": "TYPE1",
-                "MaxAssignments": 2,
-                "LifetimeInSeconds": ANY,
-                "Question": ANY,
-                "RequesterAnnotation": str(task.public_id),
-                "UniqueRequestToken": task.public_id.hex,
-            },
-        )
 
 
 def _expect_type(stub: Stubber, qualification: Qualification, type_id: str = "QT1") -> None:
@@ -108,7 +80,7 @@ def screened_mturk(make_batch: Callable[..., Batch], qualification: Qualificatio
     batch = make_batch(provider=Provider.MTURK, publish=False)
     batch_qualifications_set(batch=batch, qualifications=[qualification])
     _expect_type(stub, qualification)
-    _expect_publish(stub, batch, [REQUIREMENT])
+    expect_publish(stub, batch, [REQUIREMENT])
     return services.batch_publish(batch=batch)
 
 
@@ -122,7 +94,7 @@ def test_publish_makes_the_qualification_type_once_and_requires_it(
     # A second batch requiring it reuses the type: no second CreateQualificationType.
     second = make_batch(provider=Provider.MTURK, publish=False, title="Second")
     batch_qualifications_set(batch=second, qualifications=[qualification])
-    _expect_publish(stub, second, [REQUIREMENT])
+    expect_publish(stub, second, [REQUIREMENT])
     services.batch_publish(batch=second)
 
 
@@ -395,7 +367,7 @@ def test_a_retried_publish_finds_the_type_whose_answer_was_lost(
         },
         {"Query": name, "MustBeRequestable": False, "MustBeOwnedByCaller": True, "MaxResults": 100},
     )
-    _expect_publish(stub, batch, [REQUIREMENT])
+    expect_publish(stub, batch, [REQUIREMENT])
     services.batch_publish(batch=batch)
     qualification.refresh_from_db()
     assert qualification.mturk_qualification_type_id == "QT1"

@@ -6,6 +6,7 @@ gives what a forward hook over the whole generator gives."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,16 @@ def brush(*boxes: tuple[int, int, int, int], size: int = 16) -> np.ndarray:
     return mask
 
 
+@pytest.fixture
+def two_torch_threads() -> Iterator[int]:
+    """Torch on two threads for the test (under pytest-xdist a test process may have only one), so that
+    painting on one thread and giving the other back can be seen."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(previous)
+
+
 def test_removing_the_tree_unit_inside_the_brush_removes_the_tree_there_only() -> None:
     generator = hand_generator()
     painter = Painter(generator, "units")
@@ -63,10 +74,9 @@ def test_removing_the_tree_unit_inside_the_brush_removes_the_tree_there_only() -
     assert np.array_equal(tree_pixels(other), tree_pixels(plain))  # another unit draws no tree
 
 
-def test_adding_the_tree_unit_draws_the_tree_where_brushed() -> None:
+def test_adding_the_tree_unit_draws_the_tree_where_brushed(two_torch_threads: int) -> None:
     generator = hand_generator()
     painter = Painter(generator, "units", threads=1)
-    threads = torch.get_num_threads()
     index = samples(generator, tree=False)[0]
     plain = painter.paint(SEED, index)
     assert not tree_pixels(plain).any()
@@ -85,7 +95,7 @@ def test_adding_the_tree_unit_draws_the_tree_where_brushed() -> None:
         ],
     )
     assert np.array_equal(tree_pixels(undone), brush((8, 12, 8, 16)))  # edits apply in order
-    assert torch.get_num_threads() == threads  # painting on one thread gives the others back after
+    assert torch.get_num_threads() == two_torch_threads  # painting on one thread gives the others back after
 
 
 def test_no_edit_gives_the_dissections_sample_exactly(tmp_path: Path) -> None:

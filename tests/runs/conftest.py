@@ -9,6 +9,7 @@ and hands the same file to the workers. Redis db 11 is kept for these tests and 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from django.db import connections
 
 from runs import services as runs
 from runs.models import DissectionRun, Network, ProbeSet, Shard
+from tests.conftest import PROBE_IMAGES, PROBE_SIZE
 from tests.factories import shared_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +40,19 @@ def media(settings: Any, tmp_path: Path) -> Path:
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.WORK_DIR = tmp_path / "work"
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def demo_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, probe_set_dir: Path, media: Path) -> Path:
+    """The demo's cache (DEMO_CACHE_DIR) holding the session's probe set, which is built with the demo's
+    settings: what the demo would build first is there already."""
+    from runs import demo
+
+    assert (demo.PROBE_IMAGES, demo.PROBE_SIZE) == (PROBE_IMAGES, PROBE_SIZE)
+    cache = tmp_path / "demo-cache"
+    shutil.copytree(probe_set_dir, cache / "probe-set")
+    monkeypatch.setenv("DEMO_CACHE_DIR", str(cache))
+    return cache
 
 
 @pytest.fixture

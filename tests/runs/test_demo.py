@@ -18,7 +18,6 @@ from annotate import demo
 from annotate.demo import DEMO_BATCH, DEMO_SIMULATED_ANSWERS, DEMO_VERIFICATION
 from annotate.models import Annotation, Batch
 from annotate.services.comparison import comparison_figures
-from runs import demo as runs_demo
 from runs.models import AuditEvent, DissectionRun, Network, ProbeSet, Unit, UnitImage
 from tests.factories import logged_in
 
@@ -26,17 +25,12 @@ pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture
-def demo_cache(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, probe_set_dir: Path, toy_weights: Path, media: Path
-) -> Path:
-    """The demo's cache filled with the session's probe set and toy network (built with the same settings)."""
-    assert (runs_demo.PROBE_IMAGES, runs_demo.PROBE_SIZE) == (160, 64)
-    cache = tmp_path / "demo-cache"
-    shutil.copytree(probe_set_dir, cache / "probe-set")
-    shutil.copy(toy_weights, cache / "toy.pt")
-    monkeypatch.setenv("DEMO_CACHE_DIR", str(cache))
+def demo_cache(demo_cache: Path, toy_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared demo cache with the session's toy network too (trained on the same probe set), and a known
+    password."""
+    shutil.copy(toy_weights, demo_cache / "toy.pt")
     monkeypatch.setenv("DEMO_PASSWORD", "demo-secret-42")
-    return cache
+    return demo_cache
 
 
 def test_demo_dissects_through_the_in_process_worker_and_publishes_a_batch(

@@ -5,7 +5,6 @@ comparison page, which the demo requester can open; a second build reuses all of
 from __future__ import annotations
 
 import itertools
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,8 @@ EPOCHS, SAVE_EVERY, FINETUNE_EPOCHS = 3, 1, 1  # checkpoints after epochs 1, 2 a
 
 
 def test_the_series_is_trained_dissected_and_compared_once(
-    shared_db: str,
-    media: Path,
-    probe_set_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    django_user_model: Any,
+    shared_db: str, demo_cache: Path, django_user_model: Any
 ) -> None:
-    cache = tmp_path / "demo-cache"
-    shutil.copytree(probe_set_dir, cache / "probe-set")
-    monkeypatch.setenv("DEMO_CACHE_DIR", str(cache))
     project = demo_project()
     user = staff_user(django_user_model, "requester", project=project)
     reports: list[tuple[int, int, str]] = []
@@ -58,7 +49,7 @@ def test_the_series_is_trained_dissected_and_compared_once(
     steps = [network.step for network in checkpoints]
     assert all(a < b for a, b in itertools.pairwise(steps)), steps
     assert checkpoints[0].base is None and {n.base for n in checkpoints[1:]} == {checkpoints[0]}
-    tuned_file = next((cache / f"series-e{EPOCHS}-every{SAVE_EVERY}").glob("scene-*.pt"))
+    tuned_file = next((demo_cache / f"series-e{EPOCHS}-every{SAVE_EVERY}").glob("scene-*.pt"))
     tuned_steps = torch.load(tuned_file, weights_only=True)["step"]
     assert tuned.base == checkpoints[-1] and tuned.step == checkpoints[-1].step + tuned_steps
     assert [done for done, _, _ in reports] == sorted(done for done, _, _ in reports)

@@ -275,21 +275,11 @@ def test_the_run_form_launches_a_generator_run(pair: tuple[Network, Network], dj
 
 @pytest.mark.slow
 def test_the_demo_gan_is_trained_dissected_and_its_effects_shown_once(
-    shared_db: str,
-    media: Path,
-    probe_set_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    django_user_model: Any,
+    shared_db: str, demo_cache: Path, monkeypatch: pytest.MonkeyPatch, django_user_model: Any
 ) -> None:
-    import shutil
-
     from runs import demo_gan, effects
     from runs.demo import demo_project
 
-    cache = tmp_path / "demo-cache"
-    shutil.copytree(probe_set_dir, cache / "probe-set")
-    monkeypatch.setenv("DEMO_CACHE_DIR", str(cache))
     monkeypatch.setattr(effects, "SAMPLES", 8)
     monkeypatch.setattr(effects, "LIMIT", 2)
     monkeypatch.setattr(effects, "CONTROLS", 1)

@@ -97,21 +97,40 @@ def _sweep_until_finished(run: DissectionRun, workers: Any, timeout: float = 240
     raise AssertionError("unreachable")
 
 
-def _same_as_undisturbed(run: DissectionRun, launch: Callable[..., DissectionRun], shard_size: int) -> None:
+Outcome = tuple[dict[str, dict[str, Any]], list[tuple[Any, ...]]]
+"""A finished run's merged tallies (`tally_arrays`) and its units' (layer, channel, label, iou)."""
+
+
+@pytest.fixture(scope="module")
+def undisturbed() -> dict[int, Outcome]:
+    """The outcome of an undisturbed run of the same network and probe set, by shard size: drained once per
+    shard size in this module (a run is deterministic; each test's database is emptied, this is not)."""
+    return {}
+
+
+def _outcome(run: DissectionRun) -> Outcome:
+    fields = ("layer", "channel", "label", "iou")
+    return tally_arrays(run), list(Unit.objects.filter(run=run).values_list(*fields))
+
+
+def _same_as_undisturbed(
+    run: DissectionRun,
+    launch: Callable[..., DissectionRun],
+    shard_size: int,
+    undisturbed: dict[int, Outcome],
+) -> None:
     assert run.status == "done", run.error
-    reference = drain(launch("undisturbed", shard_size=shard_size))
-    a, b = tally_arrays(run), tally_arrays(reference)
+    if shard_size not in undisturbed:
+        undisturbed[shard_size] = _outcome(drain(launch("undisturbed", shard_size=shard_size)))
+    (a, units), (b, reference_units) = _outcome(run), undisturbed[shard_size]
     for layer in LAYERS:
         for key in a[layer]:
             np.testing.assert_array_equal(a[layer][key], b[layer][key])
-    fields = ("layer", "channel", "label", "iou")
-    assert list(Unit.objects.filter(run=run).values_list(*fields)) == list(
-        Unit.objects.filter(run=reference).values_list(*fields)
-    )
+    assert units == reference_units
 
 
 def test_launching_with_the_broker_down_queues_the_run_for_later(
-    celery_workers, own_redis: OwnRedis, launch, staff_client, network_and_probe_set
+    celery_workers, own_redis: OwnRedis, launch, staff_client, network_and_probe_set, undisturbed
 ) -> None:
     network, probe_set = network_and_probe_set
     response = staff_client.post(
@@ -138,11 +157,11 @@ def test_launching_with_the_broker_down_queues_the_run_for_later(
     own_redis.start()
     celery_workers.start("w1", extra={"CELERY_BROKER_URL": own_redis.url})
     run = _sweep_until_finished(run, celery_workers)
-    _same_as_undisturbed(run, launch, 32)
+    _same_as_undisturbed(run, launch, 32, undisturbed)
 
 
 def test_a_redis_restart_that_loses_the_queue_is_swept_and_the_run_finishes(
-    celery_workers, own_redis: OwnRedis, launch
+    celery_workers, own_redis: OwnRedis, launch, undisturbed
 ) -> None:
     own_redis.start()
     run = launch("lost queue", shard_size=32)
@@ -153,14 +172,14 @@ def test_a_redis_restart_that_loses_the_queue_is_swept_and_the_run_finishes(
     celery_workers.start("w1", extra={"CELERY_BROKER_URL": own_redis.url})
     time.sleep(STALE_S + 1)
     run = _sweep_until_finished(run, celery_workers)
-    _same_as_undisturbed(run, launch, 32)
+    _same_as_undisturbed(run, launch, 32, undisturbed)
 
 
 @pytest.mark.skipif(
     connection.vendor != "postgresql", reason="cuts PostgreSQL connections (CI sets DATABASE_URL)"
 )
 def test_database_connections_cut_for_seconds_mid_run_delay_the_run_but_do_not_break_it(
-    celery_workers, launch
+    celery_workers, launch, undisturbed
 ) -> None:
     celery_workers.start("w1")
     run = launch("cut", shard_size=16)
@@ -198,4 +217,4 @@ def test_database_connections_cut_for_seconds_mid_run_delay_the_run_but_do_not_b
     assert "OperationalError" in celery_workers.log("w1") or "terminating connection" in celery_workers.log(
         "w1"
     )
-    _same_as_undisturbed(run, launch, 16)
+    _same_as_undisturbed(run, launch, 16, undisturbed)

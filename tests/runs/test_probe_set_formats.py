@@ -14,14 +14,18 @@ import numpy as np
 import pytest
 import torch
 from django.core.files import File
+from django.core.management import CommandError, call_command
 from PIL import Image
 
 from dissection.networks import ToyNet, ToyViT
 from runs import services as runs
 from runs import tasks
-from runs.models import DissectionRun, Job, ProbeSet, Readiness, Unit
+from runs.models import DissectionRun, Job, Network, ProbeSet, Readiness, Unit
 from tests.factories import shared_project
 from tests.runs.conftest import drain
+
+COCO = "coco/annotations/instances_val2017.json"
+"""The tiny COCO's annotations, under the data folder."""
 
 # The TorchScript segmenter is a subject here; torch marks TorchScript deprecated.
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")]
@@ -64,7 +68,7 @@ def data_root(settings: Any, tmp_path: Path) -> Path:
             },
         ],
     }
-    (root / "coco" / "annotations" / "instances_val2017.json").write_text(json.dumps(document))
+    (root / COCO).write_text(json.dumps(document))
     settings.PROBE_SET_SOURCE_ROOT = root
     return root
 
@@ -82,10 +86,38 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[object, ...]]
     return calls
 
 
-def register(client: Any, capture: Callable[..., Any], **fields: Any) -> Any:
-    data = {"project": shared_project().pk, "name": "coco", "source_format": "coco", "image_size": 32}
-    with capture(execute=True):
-        return client.post("/probe-sets/new/", {**data, **fields})
+@pytest.fixture
+def register(staff_client: Any, django_capture_on_commit_callbacks: Callable[..., Any]) -> Callable[..., Any]:
+    """register(**fields): the requester posts the probe-set form (the tiny COCO unless `fields` say
+    otherwise), with what the view queues on commit sent; returns the response."""
+
+    def post(**fields: Any) -> Any:
+        data = {
+            "project": shared_project().pk,
+            "name": "coco",
+            "source_format": "coco",
+            "image_size": 32,
+            "path": COCO,
+        }
+        with django_capture_on_commit_callbacks(execute=True):
+            return staff_client.post("/probe-sets/new/", {**data, **fields})
+
+    return post
+
+
+@pytest.fixture
+def convert(
+    register: Callable[..., Any], sent: list[tuple[str, tuple[object, ...]]]
+) -> Callable[..., ProbeSet]:
+    """convert(**fields): `register`, which redirects, then the queued conversion run as a worker would;
+    returns the probe set."""
+
+    def run(**fields: Any) -> ProbeSet:
+        assert register(**fields).status_code == 302
+        work(sent)
+        return ProbeSet.objects.get(name=fields.get("name", "coco"))
+
+    return run
 
 
 def work(sent: list[tuple[str, tuple[object, ...]]]) -> None:
@@ -95,23 +127,54 @@ def work(sent: list[tuple[str, tuple[object, ...]]]) -> None:
             tasks.probe_set_convert.run(*args)
 
 
+def conversion_job(probe_set: ProbeSet) -> Job:
+    return Job.objects.get(key=f"probe-set-{probe_set.pk}-convert")
+
+
+def register_coco_command(image_size: int, *options: str) -> ProbeSet:
+    """`manage.py register_probe_set` of the tiny COCO."""
+    call_command(
+        "register_probe_set", "coco", COCO, "--format", "coco", "--image-size", str(image_size), *options
+    )
+    return ProbeSet.objects.get(name="coco")
+
+
+def register_network(
+    name: str, make: Callable[[], torch.nn.Module], folder: Path, architecture: str = "", **fields: Any
+) -> Network:
+    """Register a module made after torch.manual_seed(0): its state dict as the weights of `architecture`,
+    or (with none) the module itself as TorchScript."""
+    torch.manual_seed(0)
+    module, path = make(), folder / f"{name}.pt"
+    if architecture:
+        torch.save(module.state_dict(), path)
+    else:
+        torch.jit.script(module).save(str(path))
+    with path.open("rb") as handle:
+        return runs.network_register(
+            project=shared_project(),
+            name=name,
+            architecture=architecture,
+            inspect_now=True,
+            **{"weights" if architecture else "torchscript": File(handle, path.name)},
+            **fields,
+        )
+
+
 def test_a_coco_dataset_registered_on_the_page_is_converted_and_dissected(
     staff_client: Any,
     data_root: Path,
+    register: Callable[..., Any],
     sent: list[tuple[str, tuple[object, ...]]],
-    django_capture_on_commit_callbacks: Callable[..., Any],
     tmp_path: Path,
     settings: Any,
 ) -> None:
     form = staff_client.get("/probe-sets/new/").content.decode()
     assert 'value="pascal-context"' in form and 'value="coco"' in form
-    response = register(
-        staff_client, django_capture_on_commit_callbacks, path="coco/annotations/instances_val2017.json"
-    )
-    assert response.status_code == 302
+    assert register().status_code == 302
     probe_set = ProbeSet.objects.get(name="coco")
     assert (probe_set.status, probe_set.path, probe_set.source_format) == (Readiness.PENDING, "", "coco")
-    job = Job.objects.get(key=f"probe-set-{probe_set.pk}-convert")
+    job = conversion_job(probe_set)
     assert job.status == Job.Status.QUEUED
     assert [task for task, _ in sent] == ["probe_set_convert"]
     work(sent)
@@ -123,16 +186,7 @@ def test_a_coco_dataset_registered_on_the_page_is_converted_and_dissected(
     labels = (Path(probe_set.path) / "label.csv").read_text().splitlines()
     assert [line.split(",")[1] for line in labels[1:]] == ["person", "car"]
 
-    torch.manual_seed(0)
-    torch.save(ToyNet().state_dict(), tmp_path / "toy.pt")
-    with (tmp_path / "toy.pt").open("rb") as handle:
-        network = runs.network_register(
-            project=shared_project(),
-            name="toy",
-            architecture="toy",
-            weights=File(handle, "toy.pt"),
-            inspect_now=True,
-        )
+    network = register_network("toy", ToyNet, tmp_path, "toy")
     run = runs.run_launch(
         project=shared_project(),
         name="on coco",
@@ -146,38 +200,28 @@ def test_a_coco_dataset_registered_on_the_page_is_converted_and_dissected(
 
 
 def test_a_path_outside_the_data_folder_is_refused(
-    staff_client: Any,
-    data_root: Path,
-    sent: list[tuple[str, tuple[object, ...]]],
-    django_capture_on_commit_callbacks: Callable[..., Any],
-    tmp_path: Path,
+    data_root: Path, register: Callable[..., Any], sent: list[tuple[str, tuple[object, ...]]], tmp_path: Path
 ) -> None:
     (tmp_path / "elsewhere").mkdir()
     outside = tmp_path / "elsewhere" / "instances.json"
     outside.write_text("{}")
     (data_root / "link").symlink_to(tmp_path / "elsewhere")
     for path in (str(outside), "../elsewhere/instances.json", "link/instances.json"):
-        response = register(staff_client, django_capture_on_commit_callbacks, path=path)
+        response = register(path=path)
         assert response.status_code == 400
         assert "is not inside the data folder" in response.content.decode()
     assert not ProbeSet.objects.exists() and not Job.objects.exists() and not sent
 
 
 def test_a_malformed_dataset_fails_with_its_file_named_and_nothing_left(
-    staff_client: Any,
-    data_root: Path,
-    sent: list[tuple[str, tuple[object, ...]]],
-    django_capture_on_commit_callbacks: Callable[..., Any],
-    settings: Any,
+    staff_client: Any, data_root: Path, convert: Callable[..., ProbeSet], settings: Any
 ) -> None:
-    annotations = data_root / "coco" / "annotations" / "instances_val2017.json"
+    annotations = data_root / COCO
     document = json.loads(annotations.read_text())
     document["annotations"][1]["category_id"] = 99
     annotations.write_text(json.dumps(document))
-    register(staff_client, django_capture_on_commit_callbacks, path="coco/annotations/instances_val2017.json")
-    work(sent)
-    probe_set = ProbeSet.objects.get(name="coco")
-    job = Job.objects.get(key=f"probe-set-{probe_set.pk}-convert")
+    probe_set = convert()
+    job = conversion_job(probe_set)
     assert probe_set.status == Readiness.FAILED and probe_set.path == ""
     assert "instances_val2017.json" in probe_set.error and "99" in probe_set.error
     assert job.status == Job.Status.FAILED and job.error == probe_set.error
@@ -189,18 +233,7 @@ def test_a_malformed_dataset_fails_with_its_file_named_and_nothing_left(
 
 
 def test_the_command_converts_and_refuses_what_the_page_refuses(data_root: Path, settings: Any) -> None:
-    from django.core.management import CommandError, call_command
-
-    call_command(
-        "register_probe_set",
-        "coco",
-        "coco/annotations/instances_val2017.json",
-        "--format",
-        "coco",
-        "--image-size",
-        "16",
-    )
-    probe_set = ProbeSet.objects.get(name="coco")
+    probe_set = register_coco_command(16)
     assert (probe_set.status, probe_set.image_count) == (Readiness.READY, 2)
     with pytest.raises(CommandError, match="is not inside the data folder"):
         call_command("register_probe_set", "other", "/etc", "--format", "folder")
@@ -218,83 +251,35 @@ class Segmenter(torch.nn.Module):
 
 
 def test_a_folder_labelled_by_a_registered_segmenter_becomes_a_probe_set(
-    staff_client: Any,
-    data_root: Path,
-    sent: list[tuple[str, tuple[object, ...]]],
-    django_capture_on_commit_callbacks: Callable[..., Any],
-    tmp_path: Path,
+    data_root: Path, register: Callable[..., Any], convert: Callable[..., ProbeSet], tmp_path: Path
 ) -> None:
     (data_root / "photos").mkdir()
     for name, colour in (("red.png", (255, 0, 0)), ("green.png", (0, 255, 0))):
         Image.fromarray(np.full((12, 10, 3), colour, np.uint8)).save(data_root / "photos" / name)
-    torch.jit.script(Segmenter()).save(str(tmp_path / "segmenter.pt"))
     concepts = [
         {"name": "background", "category": ""},
         {"name": "sky", "category": "region"},
         {"name": "grass", "category": "material"},
     ]
-    with (tmp_path / "segmenter.pt").open("rb") as handle:
-        segmenter = runs.network_register(
-            project=shared_project(),
-            name="segmenter",
-            architecture="",
-            torchscript=File(handle, "segmenter.pt"),
-            kind="segmenter",
-            concepts=concepts,
-            inspect_now=True,
-        )
-    response = register(
-        staff_client,
-        django_capture_on_commit_callbacks,
-        name="photos",
-        source_format="segmented",
-        path="photos",
-        segmenter=segmenter.pk,
-        image_size=16,
+    segmenter = register_network("segmenter", Segmenter, tmp_path, kind="segmenter", concepts=concepts)
+    probe_set = convert(
+        name="photos", source_format="segmented", path="photos", segmenter=segmenter.pk, image_size=16
     )
-    assert response.status_code == 302
-    work(sent)
-    probe_set = ProbeSet.objects.get(name="photos")
     assert (probe_set.status, probe_set.image_count) == (Readiness.READY, 2)
     labels = (Path(probe_set.path) / "label.csv").read_text().splitlines()
     assert [line.split(",")[1:3] for line in labels[1:]] == [["sky", "region(1)"], ["grass", "material(1)"]]
-    missing = register(
-        staff_client, django_capture_on_commit_callbacks, name="x", source_format="segmented", path="photos"
-    )
+    missing = register(name="x", source_format="segmented", path="photos")
     assert "images labelled by a segmenter need one" in missing.content.decode()
 
 
 def test_a_transformer_layer_is_offered_with_its_token_rule_and_dissected(
     staff_client: Any,
     data_root: Path,
-    sent: list[tuple[str, tuple[object, ...]]],
     django_capture_on_commit_callbacks: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
-    from django.core.management import call_command
-
-    call_command(
-        "register_probe_set",
-        "coco",
-        "coco/annotations/instances_val2017.json",
-        "--format",
-        "coco",
-        "--image-size",
-        "32",
-        "--project",
-        shared_project().name,
-    )
-    probe_set = ProbeSet.objects.get(name="coco")
-    torch.manual_seed(0)
-    torch.save(ToyViT().state_dict(), tmp_path / "vit.pt")
-    with (tmp_path / "vit.pt").open("rb") as handle:
-        network = runs.network_register(
-            project=shared_project(),
-            name="vit",
-            architecture="toy-vit",
-            weights=File(handle, "vit.pt"),
-            inspect_now=True,
-        )
+    probe_set = register_coco_command(32, "--project", shared_project().name)
+    network = register_network("vit", ToyViT, tmp_path, "toy-vit")
     assert (
         network.token_layers["blocks.1"]
         == "cls · N x 785 x 32 tokens -> 32 x 28 x 28, 1 prefix token dropped"

@@ -23,28 +23,44 @@ from tests.runs.conftest import TOPK, drain
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 BUCKET = "unitscope-media"
+PROBE_SET = "probe-sets/synthetic"
+
+
+@pytest.fixture(scope="module")
+def s3_server(probe_set_dir: Path) -> Iterator[str]:
+    """moto's S3 server for this module's tests, its bucket holding the session's probe set under PROBE_SET
+    (uploaded once: one request per file is what takes the time)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            patch.setenv(name, value)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        try:
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+            _upload_folder(endpoint, probe_set_dir, PROBE_SET)
+            yield endpoint
+        finally:
+            server.stop()
 
 
 @pytest.fixture
-def s3(settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+def s3(s3_server: str, settings: Any, tmp_path: Path) -> Iterator[str]:
+    """Django's default storage on the bucket; at the end the bucket holds the probe set alone again."""
+    client = boto3.client("s3", endpoint_url=s3_server)
+    probe_set = set(_keys(client))
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {
             "BACKEND": "storages.backends.s3.S3Storage",
             "OPTIONS": {
                 "bucket_name": BUCKET,
-                "endpoint_url": endpoint,
+                "endpoint_url": s3_server,
                 "region_name": "us-east-1",
                 "location": "media",
                 "querystring_auth": True,
@@ -53,10 +69,15 @@ def s3(settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         },
     }
     settings.WORK_DIR = tmp_path / "work"
-    try:
-        yield endpoint
-    finally:
-        server.stop()
+    yield s3_server
+    added = [{"Key": key} for key in _keys(client) if key not in probe_set]
+    if added:
+        client.delete_objects(Bucket=BUCKET, Delete={"Objects": added})
+
+
+def _keys(client: Any) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 def _upload_folder(endpoint: str, folder: Path, prefix: str) -> None:
@@ -80,14 +101,13 @@ def test_a_rewritten_key_on_s3_keeps_its_name(s3: str) -> None:
 
 
 def test_run_on_s3_writes_tiles_readable_through_their_urls(
-    s3: str, probe_set_dir: Path, toy_weights: Path, django_user_model: Any
+    s3: str, toy_weights: Path, django_user_model: Any
 ) -> None:
     """Tiles are linked with signed S3 URLs; the report and its strips come through the media view, which
     streams them from the bucket to the project's members."""
     project = shared_project()
-    _upload_folder(s3, probe_set_dir, "probe-sets/synthetic")
     probe_set = runs.probe_set_register(
-        project=project, name="synthetic on s3", path=f"s3://{BUCKET}/probe-sets/synthetic", inspect_now=True
+        project=project, name="synthetic on s3", path=f"s3://{BUCKET}/{PROBE_SET}", inspect_now=True
     )
     assert probe_set.image_count == 160
     with toy_weights.open("rb") as handle:
@@ -139,19 +159,18 @@ def test_run_on_s3_writes_tiles_readable_through_their_urls(
 
 @pytest.mark.parametrize("evil", ["/{victim}", "p/../../{name}", "./{name}"])
 def test_a_bucket_key_outside_the_probe_set_is_refused_and_written_nowhere(
-    s3: str, probe_set_dir: Path, tmp_path: Path, evil: str
+    s3: str, tmp_path: Path, evil: str
 ) -> None:
     """The audit's attack: whoever can write the bucket adds a key that joins onto an absolute path or climbs
     out of the download folder."""
     victim = tmp_path / "outside" / "owned.txt"
-    key = "probe-sets/evil/" + evil.format(victim=victim, name="owned.txt")
-    _upload_folder(s3, probe_set_dir, "probe-sets/evil")
+    key = f"{PROBE_SET}/" + evil.format(victim=victim, name="owned.txt")
     boto3.client("s3", endpoint_url=s3).put_object(Bucket=BUCKET, Key=key, Body=b"pwned")
     with pytest.raises(
-        runs.RunError, match=r"s3://unitscope-media/probe-sets/evil/.*not a plain relative path"
+        runs.RunError, match=r"s3://unitscope-media/probe-sets/synthetic/.*not a plain relative path"
     ):
         runs.probe_set_register(
-            project=shared_project(), name="evil", path=f"s3://{BUCKET}/probe-sets/evil", inspect_now=True
+            project=shared_project(), name="evil", path=f"s3://{BUCKET}/{PROBE_SET}", inspect_now=True
         )
     assert not victim.exists() and not list(tmp_path.rglob("owned.txt"))
     assert not (tmp_path / "work" / "probe_sets").exists() or not any(
@@ -160,12 +179,13 @@ def test_a_bucket_key_outside_the_probe_set_is_refused_and_written_nowhere(
 
 
 def test_a_probe_set_over_the_size_cap_is_refused_before_downloading(
-    s3: str, probe_set_dir: Path, settings: Any, tmp_path: Path
+    s3: str, settings: Any, tmp_path: Path
 ) -> None:
-    _upload_folder(s3, probe_set_dir, "probe-sets/big")
     settings.PROBE_SET_MAX_BYTES = 1000
-    with pytest.raises(runs.RunError, match=r"s3://unitscope-media/probe-sets/big: \d+ bytes, more than"):
+    with pytest.raises(
+        runs.RunError, match=r"s3://unitscope-media/probe-sets/synthetic: \d+ bytes, more than"
+    ):
         runs.probe_set_register(
-            project=shared_project(), name="big", path=f"s3://{BUCKET}/probe-sets/big", inspect_now=True
+            project=shared_project(), name="big", path=f"s3://{BUCKET}/{PROBE_SET}", inspect_now=True
         )
     assert not (tmp_path / "work" / "probe_sets").exists()
