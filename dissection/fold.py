@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Collection
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -56,11 +57,13 @@ def foldable_pairs(model: nn.Module, keep: Collection[str] = ()) -> list[tuple[s
 
 def fold_batchnorm(model: nn.Module, keep: Collection[str] = ()) -> nn.Module:
     """An eval-mode copy of `model` with its foldable pairs folded (the batch norm becomes an identity, so
-    every module name still resolves); `model` itself is not changed. `model` as it is when nothing folds."""
+    every module name still resolves); `model`'s modules are not changed. The copy shares the parameters and
+    buffers it keeps with `model` (a large network is not held twice). `model` as it is when nothing folds."""
     pairs = foldable_pairs(model.eval(), keep)
     if not pairs:
         return model
-    folded = copy.deepcopy(model)
+    shared: dict[int, Any] = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+    folded = copy.deepcopy(model, shared)
     for conv_name, bn_name in pairs:
         conv = folded.get_submodule(conv_name)
         bn = folded.get_submodule(bn_name)

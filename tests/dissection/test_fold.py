@@ -87,13 +87,14 @@ def test_every_conv_bn_pair_of_the_toy_folds_and_the_outputs_equal_the_plain_for
         torch.testing.assert_close(_outputs(folded, layer, images), _outputs(model, layer, images))
 
 
-def test_the_callers_model_is_not_changed():
+def test_the_callers_model_is_not_changed_and_shares_what_is_not_folded():
     model = _toy()
     before = {name: id(module) for name, module in model.named_modules()}
     state = {name: value.clone() for name, value in model.state_dict().items()}
     source = ModelActivations(model, ["conv4"], device="cpu", workers=0)
 
     assert source.model is not model
+    assert source.model.get_submodule("fc").weight is model.fc.weight  # what is not folded is shared
     assert {name: id(module) for name, module in model.named_modules()} == before
     assert isinstance(model.get_submodule("conv4.1"), nn.BatchNorm2d)
     for name, value in model.state_dict().items():
