@@ -12,6 +12,8 @@ units, optimized together as one batch. Each shard stores its PNGs and shard-<i>
 whatever the delivery, then, holding the job's row lock, merges every shard of the current plan into
 featviz.json; the last one finishes the job and re-renders the layer's report with the images. A shard of an
 older plan (relaunched meanwhile) is dropped. Progress and ETA: the `runs.models.Job` `featviz:<run>:<layer>`.
+A job without progress for SHARD_STALE_AFTER_S is handed back by the sweep (`runs.services.runs_sweep`): the
+groups whose shard-<i>.json is not stored are queued again, or the merge (`featviz_merge_run`) when all are.
 """
 
 from __future__ import annotations
@@ -37,13 +39,20 @@ from django.utils.http import urlencode
 from runs.errors import RunError
 from runs.models import DissectionRun, Job, Network, Unit, UnitImage
 from runs.selectors import eta_display, report_unit_href, run_eta_seconds
-from runs.services import job_fail, job_finish, task_send
+from runs.services import (
+    FEATVIZ_JOB_PREFIX,
+    featviz_plan_key,
+    featviz_prefix,
+    featviz_shard_key,
+    job_fail,
+    job_finish,
+    task_send,
+)
 from runs.storage import report_prefix, store_bytes
 
 log = logging.getLogger(__name__)
 
 INDEX = "featviz.json"
-PLAN = "plan.json"
 UNITS_PER_SHARD = 8
 DEFAULT_STEPS = 256
 DEFAULT_SIZE = 128
@@ -56,10 +65,6 @@ SECTION = "featviz"  # the run page's anchor
 
 
 # --- storage layout and reads ------------------------------------------------------------------------------
-
-
-def featviz_prefix(run_id: int, layer: str) -> str:
-    return f"runs/{run_id}/{layer}/featviz"
 
 
 def image_name(channel: int, k: int) -> str:
@@ -156,7 +161,7 @@ def featviz_link(run_id: int, layer: str) -> str:
 
 
 def job_key(run_id: int, layer: str) -> str:
-    return f"featviz:{run_id}:{layer}"
+    return f"{FEATVIZ_JOB_PREFIX}{run_id}:{layer}"
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,10 @@ class FeatvizLayer:
 
 def featviz_layers(*, run: DissectionRun, layers: Sequence[str]) -> list[FeatvizLayer]:
     """Per layer with a job or stored results: the job's progress and ETA, and the check's summary."""
-    jobs = {job.key: job for job in Job.objects.filter(project_id=run.project_id, key__startswith="featviz:")}
+    jobs = {
+        job.key: job
+        for job in Job.objects.filter(project_id=run.project_id, key__startswith=FEATVIZ_JOB_PREFIX)
+    }
     now = timezone.now()
     views = []
     for layer in layers:
@@ -247,8 +255,7 @@ def featviz_launch(
         "seed": seed,
         "shards": groups,
     }
-    prefix = featviz_prefix(run.pk, layer)
-    store_bytes(f"{prefix}/{PLAN}", json.dumps(plan).encode())
+    store_bytes(featviz_plan_key(run.pk, layer), json.dumps(plan).encode())
     link = featviz_link(run.pk, layer)
     with transaction.atomic():
         job, _ = Job.objects.select_for_update().get_or_create(
@@ -301,8 +308,7 @@ def _lock_job(job_id: int) -> Job:
 
 def featviz_shard_run(*, run_id: int, layer: str, index: int, token: str) -> None:
     """Optimize the images of the plan's group `index` and store them; the last group finishes the job."""
-    prefix = featviz_prefix(run_id, layer)
-    plan = _read_json(f"{prefix}/{PLAN}")
+    plan = _read_json(featviz_plan_key(run_id, layer))
     run = DissectionRun.objects.select_related("network").filter(pk=run_id).first()
     if plan is None or plan["token"] != token or run is None:
         log.info("featviz shard %s of run %s layer %s: superseded or gone, dropped", index, run_id, layer)
@@ -312,7 +318,7 @@ def featviz_shard_run(*, run_id: int, layer: str, index: int, token: str) -> Non
         return
     try:
         document = _visualize(run, plan, index, job.pk)
-        store_bytes(f"{prefix}/shards/shard-{index}.json", json.dumps(document, indent=1).encode())
+        store_bytes(featviz_shard_key(run_id, layer, index), json.dumps(document, indent=1).encode())
         _merge(run, plan, job.pk)
     except (OperationalError, InterfaceError):
         raise  # the task retries with backoff (runs.tasks.DatabaseRetrying); the job is not failed for it
@@ -320,6 +326,18 @@ def featviz_shard_run(*, run_id: int, layer: str, index: int, token: str) -> Non
         where = f"group {index + 1} of {len(plan['shards'])}"
         job_fail(job_id=job.pk, error=f"{where}: {type(exc).__name__}: {exc}")
         raise
+
+
+def featviz_merge_run(*, run_id: int, layer: str, token: str) -> None:
+    """The merge alone, queued by the sweep when every group's result is stored but the job never finished
+    (the last group's merge was lost): nothing is optimized again."""
+    plan = _read_json(featviz_plan_key(run_id, layer))
+    run = DissectionRun.objects.filter(pk=run_id).first()
+    if plan is None or plan["token"] != token or run is None:
+        log.info("featviz merge of run %s layer %s: superseded or gone, dropped", run_id, layer)
+        return
+    job = Job.objects.get(project_id=run.project_id, key=job_key(run_id, layer))
+    _merge(run, plan, job.pk)
 
 
 def _visualize(run: DissectionRun, plan: dict[str, Any], index: int, job_id: int) -> dict[str, Any]:
@@ -340,7 +358,7 @@ def _visualize(run: DissectionRun, plan: dict[str, Any], index: int, job_id: int
         if done - reported[0] >= max(1, total // 20) or done == total:
             delta, reported[0] = done - reported[0], done
             Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(
-                done=Least(F("done") + delta, F("total") - 1)
+                done=Least(F("done") + delta, F("total") - 1), updated_at=timezone.now()
             )
 
     vis = visualize(
@@ -396,9 +414,9 @@ def _merge(run: DissectionRun, plan: dict[str, Any], job_id: int) -> None:
     layer, prefix, groups = plan["layer"], featviz_prefix(run.pk, plan["layer"]), len(plan["shards"])
     with transaction.atomic():
         job = _lock_job(job_id)
-        if job.status == Job.Status.FAILED or _read_json(f"{prefix}/{PLAN}") != plan:
+        if job.status == Job.Status.FAILED or _read_json(featviz_plan_key(run.pk, layer)) != plan:
             return
-        parts = [_read_json(f"{prefix}/shards/shard-{i}.json") for i in range(groups)]
+        parts = [_read_json(featviz_shard_key(run.pk, layer, i)) for i in range(groups)]
         done = [part for part in parts if part is not None and part.get("token") == plan["token"]]
         merged = {key: value for key, value in done[0].items() if key not in ("token", "summary", "seed")}
         merged["seed"] = plan["seed"]
@@ -409,7 +427,9 @@ def _merge(run: DissectionRun, plan: dict[str, Any], job_id: int) -> None:
         store_bytes(f"{prefix}/{INDEX}", json.dumps(merged, indent=1).encode())
         if len(done) < groups:
             Job.objects.filter(pk=job_id).update(
-                done=len(done) * plan["steps"], note=f"groups of units done: {len(done)}/{groups}"
+                done=len(done) * plan["steps"],
+                note=f"groups of units done: {len(done)}/{groups}",
+                updated_at=timezone.now(),
             )
             return
     _report_rerender(run, layer, merged)

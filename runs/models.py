@@ -418,6 +418,9 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(
+        auto_now=True, help_text="Its last progress: the sweep hands a job back to the workers when it is old"
+    )
 
     objects = ProjectScopedQuerySet.as_manager()
 

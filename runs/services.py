@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -1274,10 +1274,13 @@ def _unit_create(run: DissectionRun, parsed: _UnitFolder, saved: list[str]) -> U
 
 @dataclass
 class SweepOutcome:
-    """What one sweep did, for the command's output and the logs."""
+    """What one sweep did, for the command's output and the logs: shard ids queued again and runs failed, then
+    the feature-visualization pieces queued again as (job id, "shard <i>" or "merge") and the jobs failed."""
 
     requeued: list[int]
     failed: list[int]
+    jobs_requeued: list[tuple[int, str]]
+    jobs_failed: list[int]
 
 
 def runs_sweep(*, stale_after: float | None = None) -> SweepOutcome:
@@ -1287,10 +1290,12 @@ def runs_sweep(*, stale_after: float | None = None) -> SweepOutcome:
     without a progress report, for longer than SHARD_STALE_AFTER_S: its message was lost (a broker restarted
     without persistence) or its worker died with the message acknowledged. Such a shard is queued
     again (a shard done meanwhile is never counted twice). A run whose shards are all done but that has no
-    next step, or that holds no shard at all, cannot progress and is failed with the reason."""
+    next step, or that holds no shard at all, cannot progress and is failed with the reason. A feature-
+    visualization job without progress for that long gets the same: its lost groups (or its merge) queued
+    again, never a group whose result is stored (`_featviz_job_sweep`)."""
     limit = settings.SHARD_STALE_AFTER_S if stale_after is None else stale_after
     cutoff = timezone.now() - timedelta(seconds=limit)
-    outcome = SweepOutcome(requeued=[], failed=[])
+    outcome = SweepOutcome(requeued=[], failed=[], jobs_requeued=[], jobs_failed=[])
     for run in DissectionRun.objects.filter(status__in=ACTIVE).order_by("pk"):
         shards = Shard.objects.filter(run=run)
         if not shards.exists():
@@ -1313,7 +1318,93 @@ def runs_sweep(*, stale_after: float | None = None) -> SweepOutcome:
         stale = list(shards.filter(lost).order_by("phase", "layer", "index").values_list("pk", flat=True))
         if stale and _enqueue(stale):
             outcome.requeued.extend(stale)
+    jobs = Job.objects.filter(
+        key__startswith=FEATVIZ_JOB_PREFIX, status__in=JOB_ACTIVE, updated_at__lt=cutoff
+    ).order_by("pk")
+    for job in jobs:
+        _featviz_job_sweep(job, cutoff, outcome)
     return outcome
+
+
+# --- feature-visualization jobs: their storage layout, and the sweep's part -------------------------------
+
+FEATVIZ_JOB_PREFIX = "featviz:"
+JOB_ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
+
+
+def featviz_prefix(run_id: int, layer: str) -> str:
+    """Where a layer's feature visualizations, their plan and their groups' results are stored (the layout
+    `runs.featviz` describes); defined here, below it, because the sweep tells lost groups by these files."""
+    return f"runs/{run_id}/{layer}/featviz"
+
+
+def featviz_plan_key(run_id: int, layer: str) -> str:
+    return f"{featviz_prefix(run_id, layer)}/plan.json"
+
+
+def featviz_shard_key(run_id: int, layer: str, index: int) -> str:
+    return f"{featviz_prefix(run_id, layer)}/shards/shard-{index}.json"
+
+
+def _stored_json(key: str) -> Any:
+    """The JSON document at `key`, or None when it is missing or cannot be read."""
+    try:
+        if not default_storage.exists(key):
+            return None
+        with default_storage.open(key, "rb") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def featviz_missing_shards(*, run_id: int, layer: str, plan: dict[str, Any]) -> list[int]:
+    """The groups of `plan` whose result is not stored under its token: the stored files are the truth, so a
+    group counts as done only once its worker wrote it, whatever the job's row says."""
+    missing = []
+    for index in range(len(plan["shards"])):
+        part = _stored_json(featviz_shard_key(run_id, layer, index))
+        if not isinstance(part, dict) or part.get("token") != plan["token"]:
+            missing.append(index)
+    return missing
+
+
+def _featviz_job_sweep(job: Job, cutoff: datetime, outcome: SweepOutcome) -> None:
+    """Hand a feature-visualization job that has not progressed since `cutoff` back to the workers: its groups
+    whose result is not stored are queued again (a message the broker lost, a worker gone), or the merge when
+    all are stored (the last group's merge was lost). The job is claimed by moving its `updated_at` to now, so
+    a concurrent or the next sweep leaves the queued pieces their time; when the broker takes nothing, the
+    claim is undone and the next sweep tries again. A job whose run or plan is gone can never finish: it
+    fails."""
+    run_id_text, _, layer = job.key.removeprefix(FEATVIZ_JOB_PREFIX).partition(":")
+    run_id = int(run_id_text) if run_id_text.isdigit() else None
+    if run_id is None or not DissectionRun.objects.filter(pk=run_id).exists():
+        job_fail(job_id=job.pk, error=f"Run {run_id_text} no longer exists: its images cannot be finished.")
+        outcome.jobs_failed.append(job.pk)
+        return
+    plan_key = featviz_plan_key(run_id, layer)
+    plan = _stored_json(plan_key)
+    if not isinstance(plan, dict) or not isinstance(plan.get("shards"), list) or not plan.get("token"):
+        error = f"Its plan ({plan_key}) cannot be read: launch the visualization again."
+        job_fail(job_id=job.pk, error=error)
+        outcome.jobs_failed.append(job.pk)
+        return
+    claimed_at = timezone.now()
+    claimed = Job.objects.filter(pk=job.pk, status__in=JOB_ACTIVE, updated_at__lt=cutoff)
+    if not claimed.update(updated_at=claimed_at):
+        return  # it progressed meanwhile, or another sweep took it
+    token = plan["token"]
+    missing = featviz_missing_shards(run_id=run_id, layer=layer, plan=plan)
+    pieces: list[tuple[str, str, tuple[object, ...]]] = [
+        (f"shard {index}", "featviz_shard", (run_id, layer, index, token)) for index in missing
+    ] or [("merge", "featviz_merge", (run_id, layer, token))]
+    sent = 0
+    for label, task, args in pieces:
+        if not task_send(task, *args):
+            break  # the broker is down: each further send would wait out its retries
+        outcome.jobs_requeued.append((job.pk, label))
+        sent += 1
+    if not sent:
+        Job.objects.filter(pk=job.pk, updated_at=claimed_at).update(updated_at=job.updated_at)
 
 
 # --- API tokens --------------------------------------------------------------------------------------------
@@ -1396,17 +1487,22 @@ def job_begin(*, project: Project, key: str, title: str) -> Job:
 
 
 def job_progress(*, job_id: int, done: int, total: int, note: str = "") -> None:
-    """Record how far the job is (`done` of `total` steps, the step in words)."""
-    Job.objects.filter(pk=job_id).update(done=min(done, total), total=total, note=note[:300])
+    """Record how far the job is (`done` of `total` steps, the step in words), and that it is alive (the
+    sweep takes a job without progress for SHARD_STALE_AFTER_S as lost)."""
+    Job.objects.filter(pk=job_id).update(
+        done=min(done, total), total=total, note=note[:300], updated_at=timezone.now()
+    )
 
 
 def job_finish(*, job_id: int, link: str = "") -> None:
+    now = timezone.now()
     Job.objects.filter(pk=job_id).update(
-        status=Job.Status.DONE, done=F("total"), note="", link=link[:300], finished_at=timezone.now()
+        status=Job.Status.DONE, done=F("total"), note="", link=link[:300], finished_at=now, updated_at=now
     )
 
 
 def job_fail(*, job_id: int, error: str) -> None:
+    now = timezone.now()
     Job.objects.filter(pk=job_id).update(
-        status=Job.Status.FAILED, error=error[:5000], finished_at=timezone.now()
+        status=Job.Status.FAILED, error=error[:5000], finished_at=now, updated_at=now
     )

@@ -64,6 +64,14 @@ def featviz_shard(run_id: int, layer: str, index: int, token: str) -> None:
     featviz_shard_run(run_id=run_id, layer=layer, index=index, token=token)
 
 
+@app.task(name="runs.tasks.featviz_merge", base=DatabaseRetrying)
+def featviz_merge(run_id: int, layer: str, token: str) -> None:
+    """A feature-visualization job's merge alone, queued by the sweep when its last merge was lost."""
+    from runs.featviz import featviz_merge_run
+
+    featviz_merge_run(run_id=run_id, layer=layer, token=token)
+
+
 @app.task(name="runs.tasks.runs_sweep", base=DatabaseRetrying)
 def runs_sweep() -> None:
     from runs.services import runs_sweep

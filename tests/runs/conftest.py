@@ -8,6 +8,7 @@ and hands the same file to the workers. Redis db 11 is kept for these tests and 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,8 +25,10 @@ from django.db import connections
 
 from runs import services as runs
 from runs.models import DissectionRun, Network, ProbeSet, Shard
+from runs.storage import report_prefix, store_bytes
 from tests.conftest import PROBE_IMAGES, PROBE_SIZE
-from tests.factories import shared_project
+from tests.dissection.test_featviz_report import minimal_result_json
+from tests.factories import run_create, shared_project, unit_create
 
 REPO = Path(__file__).resolve().parents[2]
 # One Redis database per pytest-xdist worker (gw0 -> 11, gw1 -> 12, ...), flushed by the tests that use it.
@@ -274,3 +277,29 @@ def tally_arrays(run: DissectionRun) -> dict[str, dict[str, Any]]:
             "thresholds": state.thresholds,
         }
     return out
+
+
+FEATVIZ_LAYER = "conv4"
+FEATVIZ_CHANNELS = (0, 1, 2, 3)
+
+
+@pytest.fixture
+def featviz_run(network_and_probe_set: tuple[Network, ProbeSet]) -> DissectionRun:
+    """A finished run of the toy network whose conv4 holds four units, with its stored report: what a
+    feature-visualization job starts from."""
+    network, probe_set = network_and_probe_set
+    run = run_create(
+        "featviz run",
+        network=network,
+        probe_set=probe_set,
+        status=DissectionRun.Status.DONE,
+        layers=[FEATVIZ_LAYER],
+    )
+    for channel in FEATVIZ_CHANNELS:
+        unit_create(run, channel, FEATVIZ_LAYER, images=2, label="red")
+    prefix = report_prefix(run.pk, FEATVIZ_LAYER)
+    store_bytes(f"{prefix}/result.json", json.dumps(minimal_result_json(len(FEATVIZ_CHANNELS))).encode())
+    store_bytes(f"{prefix}/report.html", b"<p>before</p>")
+    run.report = {FEATVIZ_LAYER: f"{prefix}/report.html"}
+    run.save()
+    return run

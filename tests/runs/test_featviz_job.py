@@ -4,7 +4,6 @@ job's progress, repeated and superseded deliveries, permissions, and the pages t
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,13 +18,12 @@ from annotate import services as annotate_services
 from runs import featviz
 from runs.demo import DEMO_RUN
 from runs.models import DissectionRun, Job, Network, ProbeSet, Unit
-from runs.storage import report_prefix, store_bytes
 from runs.tasks import featviz_shard
-from tests.dissection.test_featviz_report import minimal_result_json
 from tests.factories import logged_in, run_create, staff_user, unit_create
+from tests.runs.conftest import FEATVIZ_CHANNELS, FEATVIZ_LAYER
 
-LAYER = "conv4"
-CHANNELS = (0, 1, 2, 3)
+LAYER = FEATVIZ_LAYER
+CHANNELS = FEATVIZ_CHANNELS
 BEST = 10.0  # unit_create's rank-0 image activation: each unit's best probe image
 FAST = {"steps": 3, "size": 32, "units_per_shard": 2, "lr": 0.2}
 
@@ -52,21 +50,8 @@ def deliver(args: tuple[Any, ...]) -> None:
 
 
 @pytest.fixture
-def run(network_and_probe_set: tuple[Network, ProbeSet]) -> DissectionRun:
-    """A finished run of the toy network whose conv4 holds four units (best probe activation BEST each),
-    with its stored report."""
-    network, probe_set = network_and_probe_set
-    run = run_create(
-        "featviz run", network=network, probe_set=probe_set, status=DissectionRun.Status.DONE, layers=[LAYER]
-    )
-    for channel in CHANNELS:
-        unit_create(run, channel, LAYER, images=2, label="red")
-    prefix = report_prefix(run.pk, LAYER)
-    store_bytes(f"{prefix}/result.json", json.dumps(minimal_result_json(len(CHANNELS))).encode())
-    store_bytes(f"{prefix}/report.html", b"<p>before</p>")
-    run.report = {LAYER: f"{prefix}/report.html"}
-    run.save()
-    return run
+def run(featviz_run: DissectionRun) -> DissectionRun:
+    return featviz_run
 
 
 def _launch(run: DissectionRun, capture: Callable[..., Any], **options: Any) -> Job:

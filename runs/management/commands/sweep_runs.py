@@ -6,7 +6,8 @@ from runs.services import runs_sweep
 class Command(BaseCommand):
     help = (
         "Queue again the shards nobody holds (lost by a broker restart, never queued because the broker was "
-        "down, or held by a dead worker) and fail runs that cannot progress. Celery beat runs this every "
+        "down, or held by a dead worker), and the lost pieces of feature-visualization jobs, and fail runs "
+        "and jobs that cannot progress. Celery beat runs this every "
         "SWEEP_INTERVAL_S; run it by hand, or from cron, where no beat runs."
     )
 
@@ -21,5 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args: object, stale_after: float | None, **options: object) -> None:
         outcome = runs_sweep(stale_after=stale_after)
         self.stdout.write(
-            f"Queued again: {len(outcome.requeued)} shard(s); failed: {len(outcome.failed)} run(s)."
+            f"Queued again: {len(outcome.requeued)} shard(s); failed: {len(outcome.failed)} run(s). "
+            f"Feature visualizations: {len(outcome.jobs_requeued)} piece(s) queued again, "
+            f"{len(outcome.jobs_failed)} job(s) failed."
         )
