@@ -160,6 +160,9 @@ def featviz_link(run_id: int, layer: str) -> str:
     return f"{reverse('runs:run_detail', args=[run_id])}?{urlencode({'layer': layer})}#{SECTION}"
 
 
+BROKER_WAIT = "The task broker is unreachable: the images are made once it is back."
+
+
 def job_key(run_id: int, layer: str) -> str:
     return f"{FEATVIZ_JOB_PREFIX}{run_id}:{layer}"
 
@@ -270,12 +273,12 @@ def featviz_launch(
 
         def send() -> None:
             token = plan["token"]
-            sent = [task_send("featviz_shard", run.pk, layer, index, token) for index in range(len(groups))]
-            if not all(sent):
-                job_fail(
-                    job_id=job.pk,
-                    error="The task broker is unreachable: nothing was queued. Launch again once it is back.",
-                )
+            for index in range(len(groups)):
+                if not task_send("featviz_shard", run.pk, layer, index, token):
+                    # Each further send would wait out its retries: the job waits, and the sweep queues
+                    # every group not stored yet once the broker is back.
+                    Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED, note=BROKER_WAIT)
+                    return
 
         transaction.on_commit(send)
     return job

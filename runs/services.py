@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -1291,8 +1291,8 @@ def runs_sweep(*, stale_after: float | None = None) -> SweepOutcome:
     without persistence) or its worker died with the message acknowledged. Such a shard is queued
     again (a shard done meanwhile is never counted twice). A run whose shards are all done but that has no
     next step, or that holds no shard at all, cannot progress and is failed with the reason. A feature-
-    visualization job without progress for that long gets the same: its lost groups (or its merge) queued
-    again, never a group whose result is stored (`_featviz_job_sweep`)."""
+    visualization job the broker refused at launch, or without progress for that long, gets the same: its
+    lost groups (or its merge) queued again, never a group whose result is stored (`_featviz_job_sweep`)."""
     limit = settings.SHARD_STALE_AFTER_S if stale_after is None else stale_after
     cutoff = timezone.now() - timedelta(seconds=limit)
     outcome = SweepOutcome(requeued=[], failed=[], jobs_requeued=[], jobs_failed=[])
@@ -1319,17 +1319,17 @@ def runs_sweep(*, stale_after: float | None = None) -> SweepOutcome:
         if stale and _enqueue(stale):
             outcome.requeued.extend(stale)
     jobs = Job.objects.filter(
-        key__startswith=FEATVIZ_JOB_PREFIX, status__in=JOB_ACTIVE, updated_at__lt=cutoff
+        Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, updated_at__lt=cutoff),
+        key__startswith=FEATVIZ_JOB_PREFIX,
     ).order_by("pk")
     for job in jobs:
-        _featviz_job_sweep(job, cutoff, outcome)
+        _featviz_job_sweep(job, outcome)
     return outcome
 
 
 # --- feature-visualization jobs: their storage layout, and the sweep's part -------------------------------
 
 FEATVIZ_JOB_PREFIX = "featviz:"
-JOB_ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING)
 
 
 def featviz_prefix(run_id: int, layer: str) -> str:
@@ -1368,13 +1368,13 @@ def featviz_missing_shards(*, run_id: int, layer: str, plan: dict[str, Any]) -> 
     return missing
 
 
-def _featviz_job_sweep(job: Job, cutoff: datetime, outcome: SweepOutcome) -> None:
-    """Hand a feature-visualization job that has not progressed since `cutoff` back to the workers: its groups
-    whose result is not stored are queued again (a message the broker lost, a worker gone), or the merge when
-    all are stored (the last group's merge was lost). The job is claimed by moving its `updated_at` to now, so
-    a concurrent or the next sweep leaves the queued pieces their time; when the broker takes nothing, the
-    claim is undone and the next sweep tries again. A job whose run or plan is gone can never finish: it
-    fails."""
+def _featviz_job_sweep(job: Job, outcome: SweepOutcome) -> None:
+    """Hand a feature-visualization job back to the workers — one whose groups the broker refused at launch
+    (queued), or one without progress for the stale limit (running): its groups whose result is not stored
+    are queued (a message refused or lost, a worker gone), or the merge when all are stored (the last group's
+    merge was lost). The job is claimed by moving it to running with `updated_at` now, so a concurrent or the
+    next sweep leaves the queued pieces their time; when the broker takes nothing, the claim is undone and the
+    next sweep tries again. A job whose run or plan is gone can never finish: it fails."""
     run_id_text, _, layer = job.key.removeprefix(FEATVIZ_JOB_PREFIX).partition(":")
     run_id = int(run_id_text) if run_id_text.isdigit() else None
     if run_id is None or not DissectionRun.objects.filter(pk=run_id).exists():
@@ -1389,8 +1389,9 @@ def _featviz_job_sweep(job: Job, cutoff: datetime, outcome: SweepOutcome) -> Non
         outcome.jobs_failed.append(job.pk)
         return
     claimed_at = timezone.now()
-    claimed = Job.objects.filter(pk=job.pk, status__in=JOB_ACTIVE, updated_at__lt=cutoff)
-    if not claimed.update(updated_at=claimed_at):
+    claimed = Job.objects.filter(pk=job.pk, status=job.status, updated_at=job.updated_at)
+    note = job.note if job.status == Job.Status.RUNNING else "Queued now that the task broker is back."
+    if not claimed.update(status=Job.Status.RUNNING, updated_at=claimed_at, note=note):
         return  # it progressed meanwhile, or another sweep took it
     token = plan["token"]
     missing = featviz_missing_shards(run_id=run_id, layer=layer, plan=plan)
@@ -1404,7 +1405,9 @@ def _featviz_job_sweep(job: Job, cutoff: datetime, outcome: SweepOutcome) -> Non
         outcome.jobs_requeued.append((job.pk, label))
         sent += 1
     if not sent:
-        Job.objects.filter(pk=job.pk, updated_at=claimed_at).update(updated_at=job.updated_at)
+        Job.objects.filter(pk=job.pk, updated_at=claimed_at).update(
+            status=job.status, updated_at=job.updated_at, note=job.note
+        )
 
 
 # --- API tokens --------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The sweep hands a feature-visualization job's lost work back to the workers: a group whose message the
-broker lost is queued again once, a stored group is never optimized again, a lost merge is queued alone, a job
+"""The sweep hands a feature-visualization job's lost work back to the workers: a launch the broker refused
+waits and is queued by the first sweep after it is back, a group whose message the broker lost is queued again
+once, a stored group is never optimized again, a lost merge is queued alone, a job
 that still progresses is left alone, and a job whose run or plan is gone fails with the reason."""
 
 from __future__ import annotations
@@ -207,3 +208,30 @@ def test_a_job_whose_run_or_plan_is_gone_fails_with_the_reason(
     job.refresh_from_db()
     message = "no longer exists" if gone == "run" else "cannot be read: launch the visualization again"
     assert job.status == Job.Status.FAILED and message in job.error
+
+
+def test_a_launch_the_broker_refuses_waits_and_the_sweep_queues_it_once_the_broker_is_back(
+    run: DissectionRun, broker: Broker, optimized: list[int], launch: Callable[[], Job]
+) -> None:
+    launch()
+    broker.deliver_all()
+    undisturbed = _results(run)
+
+    broker.down = True
+    job = launch()
+    job.refresh_from_db()
+    assert job.status == Job.Status.QUEUED and job.note == featviz.BROKER_WAIT and job.error == ""
+    assert runs.runs_sweep().jobs_requeued == [], "still down: the job keeps waiting"
+    job.refresh_from_db()
+    assert job.status == Job.Status.QUEUED and job.note == featviz.BROKER_WAIT
+
+    broker.down = False
+    outcome = runs.runs_sweep()  # no stale limit to wait out: nothing was ever queued
+    assert outcome.jobs_requeued == [(job.pk, "shard 0"), (job.pk, "shard 1")]
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING
+    assert runs.runs_sweep().jobs_requeued == [], "queued once"
+    broker.deliver_all()
+    job.refresh_from_db()
+    assert job.status == Job.Status.DONE and optimized == [0, 1, 0, 1]
+    assert _results(run) == undisturbed
