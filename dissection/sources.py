@@ -65,7 +65,7 @@ class ModelActivations:
         model = with_output_layer(model, layers)
         for layer in layers:
             resolve_layer(model, layer)
-        model = fold_batchnorm(model.eval(), keep=layers)
+        model = fold_batchnorm(model, keep=layers)  # in eval mode, folded or not
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.layers = tuple(layers)

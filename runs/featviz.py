@@ -309,14 +309,25 @@ def _lock_job(job_id: int) -> Job:
     return Job.objects.get(pk=job_id)
 
 
-def featviz_shard_run(*, run_id: int, layer: str, index: int, token: str) -> None:
-    """Optimize the images of the plan's group `index` and store them; the last group finishes the job."""
+def _current(
+    run_id: int, layer: str, token: str, what: str
+) -> tuple[dict[str, Any], DissectionRun, Job] | None:
+    """The plan, run and job a task of plan `token` works for; None (logged) when the plan was superseded by a
+    relaunch or the run is gone, so the task is dropped."""
     plan = _read_json(featviz_plan_key(run_id, layer))
     run = DissectionRun.objects.select_related("network").filter(pk=run_id).first()
     if plan is None or plan["token"] != token or run is None:
-        log.info("featviz shard %s of run %s layer %s: superseded or gone, dropped", index, run_id, layer)
+        log.info("featviz %s of run %s layer %s: superseded or gone, dropped", what, run_id, layer)
+        return None
+    return plan, run, Job.objects.get(project_id=run.project_id, key=job_key(run_id, layer))
+
+
+def featviz_shard_run(*, run_id: int, layer: str, index: int, token: str) -> None:
+    """Optimize the images of the plan's group `index` and store them; the last group finishes the job."""
+    current = _current(run_id, layer, token, f"shard {index}")
+    if current is None:
         return
-    job = Job.objects.get(project_id=run.project_id, key=job_key(run_id, layer))
+    plan, run, job = current
     if job.status == Job.Status.FAILED:
         return
     try:
@@ -334,13 +345,10 @@ def featviz_shard_run(*, run_id: int, layer: str, index: int, token: str) -> Non
 def featviz_merge_run(*, run_id: int, layer: str, token: str) -> None:
     """The merge alone, queued by the sweep when every group's result is stored but the job never finished
     (the last group's merge was lost): nothing is optimized again."""
-    plan = _read_json(featviz_plan_key(run_id, layer))
-    run = DissectionRun.objects.filter(pk=run_id).first()
-    if plan is None or plan["token"] != token or run is None:
-        log.info("featviz merge of run %s layer %s: superseded or gone, dropped", run_id, layer)
-        return
-    job = Job.objects.get(project_id=run.project_id, key=job_key(run_id, layer))
-    _merge(run, plan, job.pk)
+    current = _current(run_id, layer, token, "merge")
+    if current is not None:
+        plan, run, job = current
+        _merge(run, plan, job.pk)
 
 
 def _visualize(run: DissectionRun, plan: dict[str, Any], index: int, job_id: int) -> dict[str, Any]:
